@@ -1,0 +1,697 @@
+"""The application service: one method per use case, each load → decide → save.
+
+Commands run inside a :class:`UnitOfWork` so that a writer can put many of them into one
+transaction (the main lever for ingest throughput) and fall back to one transaction per
+command when anything in the batch fails. Every personal value is sealed through the
+:class:`~contact_centre.privacy.Sealer` port before it becomes part of an event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    JSONTranscoder,
+    Transcoding,
+)
+from eventsourcing.utils import Environment, EnvType
+
+from contact_centre.clock import Clock, SystemClock
+from contact_centre.contacts import Contact
+from contact_centre.conversations import Conversation, ConversationStatus
+from contact_centre.errors import (
+    ConflictError,
+    DomainError,
+    NotFoundError,
+    TenantInactiveError,
+    ValidationError,
+)
+from contact_centre.interaction import Channel, Direction, Identity, IdentityKind, Interaction
+from contact_centre.ports import IdentityNormaliser, IndexOp, IndexOpKind, WriteIndex
+from contact_centre.privacy import Scope, ScopeKind, Sealed, Sealer
+from contact_centre.staff import Agent, Queue
+from contact_centre.tenancy import ApiToken, Role, Tenant, TenantStatus
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+A = TypeVar("A", bound=Aggregate)
+
+# Namespaces of the write-side index (see ports.WriteIndex).
+NS_TENANT = "tenant"  # tenant id -> {"status", "phone_region"}
+NS_TOKEN = "token"  # sha256(token) -> principal
+NS_RECEIPT = "receipt"  # blind(provider, provider message id) -> ids of what it created
+NS_IDENTITY = "identity"  # blind(kind:address) -> contact id
+NS_THREAD = "thread"  # blind(channel, thread key) -> current conversation id
+
+TOKEN_PREFIX = "cc_"
+
+
+class SealedAsList(Transcoding):
+    type = Sealed
+    name = "sealed"
+
+    def encode(self, obj: Sealed) -> list[str]:
+        return [obj.scope, obj.token]
+
+    def decode(self, data: list[str]) -> Sealed:
+        scope, token = data
+        return Sealed(scope, token)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: resolved from a bearer token."""
+
+    tenant_id: UUID
+    token_id: UUID
+    role: Role
+    agent_id: UUID | None
+
+    @property
+    def actor(self) -> str:
+        return f"agent:{self.agent_id}" if self.agent_id else f"token:{self.token_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveResult:
+    conversation_id: UUID
+    contact_id: UUID
+    message_id: UUID
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token_id: UUID
+    token: str
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one command of a batch produced: a result or a domain error, and the position
+    (notification id) of the last event it wrote, if any."""
+
+    result: Any = None
+    error: BaseException | None = None
+    position: int | None = None
+
+
+def hash_token(token: str) -> str:
+    # Tokens are 256 random bits, so a fast hash is a strong hash here (P7).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class UnitOfWork:
+    """Aggregates and index changes of one transaction."""
+
+    def __init__(self, app: ContactCentre) -> None:
+        self.app = app
+        self._aggregates: dict[UUID, Aggregate] = {}
+        self._ops: list[IndexOp] = []
+        self._overlay: dict[tuple[str, str], str | None] = {}
+        self.now = app.clock.now()
+
+    # -- aggregates --------------------------------------------------------------------
+    def get(self, aggregate_id: UUID, cls: type[A], tenant_id: UUID | None = None) -> A:
+        agg = self._aggregates.get(aggregate_id)
+        if agg is None:
+            try:
+                agg = self.app.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                raise NotFoundError(f"{cls.__name__.lower()} {aggregate_id} not found") from None
+            self._aggregates[aggregate_id] = agg
+        if not isinstance(agg, cls) or (
+            tenant_id is not None and getattr(agg, "tenant_id", tenant_id) != tenant_id
+        ):
+            # Another tenant's aggregate is reported exactly like a missing one.
+            raise NotFoundError(f"{cls.__name__.lower()} {aggregate_id} not found")
+        return agg
+
+    def add(self, aggregate: Aggregate) -> None:
+        self._aggregates[aggregate.id] = aggregate
+
+    # -- index -------------------------------------------------------------------------
+    def lookup(self, namespace: str, key: str) -> str | None:
+        if (namespace, key) in self._overlay:
+            return self._overlay[(namespace, key)]
+        return self.app.index.get_many(namespace, [key]).get(key)
+
+    def index(self, op: IndexOp) -> None:
+        self._ops.append(op)
+        self._overlay[(op.namespace, op.key)] = None if op.kind is IndexOpKind.DELETE else op.value
+
+    # -- transaction -------------------------------------------------------------------
+    def commit(self) -> int | None:
+        if not self._aggregates and not self._ops:
+            return None
+        self.app.sealer.flush()  # keys must be durable before events sealed under them
+        recordings = self.app.save(*self._aggregates.values(), index_ops=self._ops)
+        return max((r.notification.id for r in recordings), default=None)
+
+    def discard(self) -> None:
+        """Forget cached aggregates this unit touched: they may hold unsaved changes."""
+        cache = self.app.repository.cache
+        if cache is not None:
+            for aggregate_id in self._aggregates:
+                try:
+                    cache.get(aggregate_id, evict=True)
+                except KeyError:
+                    pass
+
+
+class ContactCentre(Application[UUID]):
+    """The contact-centre application service."""
+
+    name = "contact_centre"
+    # The writer owns the cached aggregates and evicts what a failed unit touched, so the
+    # cache can hand out the cached object itself instead of a deep copy.
+    env = {  # noqa: RUF012
+        "AGGREGATE_CACHE_MAXSIZE": "20000",
+        "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
+    }
+
+    def __init__(
+        self,
+        *,
+        recorder: ApplicationRecorder,
+        index: WriteIndex,
+        sealer: Sealer,
+        normaliser: IdentityNormaliser,
+        clock: Clock | None = None,
+        env: EnvType | None = None,
+        max_attempts: int = 8,
+    ) -> None:
+        self._injected_recorder = recorder
+        self.index = index
+        self.sealer = sealer
+        self.normaliser = normaliser
+        self.clock: Clock = clock or SystemClock()
+        self.max_attempts = max_attempts
+        super().__init__(env)
+
+    # eventsourcing reads os.environ here by default; configuration is infra's job.
+    def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
+        merged = dict(type(self).env)
+        merged.update(env or {})
+        return Environment(name, merged)
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        return self._injected_recorder
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(SealedAsList())
+
+    # == running commands ==============================================================
+    def run(self, command: Callable[[UnitOfWork], T]) -> tuple[T, int | None]:
+        """Run one command in its own transaction, retrying on concurrent writes.
+
+        A version conflict (another process appended to the same aggregate) or a lost race
+        for a unique index key raises IntegrityError at commit; the command is then run
+        again on fresh state, so concurrent deliveries never lose a message.
+        """
+        for attempt in range(1, self.max_attempts + 1):
+            uow = UnitOfWork(self)
+            try:
+                result = command(uow)
+                position = uow.commit()
+            except IntegrityError:
+                uow.discard()
+                if attempt == self.max_attempts:
+                    raise
+                log.info("write conflict, retrying (attempt %d)", attempt)
+                continue
+            except BaseException:
+                uow.discard()
+                raise
+            return result, position
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def run_batch(self, commands: Sequence[Callable[[UnitOfWork], Any]]) -> list[Outcome]:
+        """Run many commands in one transaction; if any fails, run each on its own."""
+        if len(commands) > 1:
+            uow = UnitOfWork(self)
+            try:
+                results = [command(uow) for command in commands]
+                position = uow.commit()
+            except Exception:
+                uow.discard()
+            else:
+                return [Outcome(result=r, position=position) for r in results]
+        outcomes = []
+        for command in commands:
+            try:
+                result, position = self.run(command)
+            except Exception as error:  # reported to the caller of that command only
+                outcomes.append(Outcome(error=error))
+            else:
+                outcomes.append(Outcome(result=result, position=position))
+        return outcomes
+
+    # == helpers =======================================================================
+    def _tenant_entry(self, uow: UnitOfWork, tenant_id: UUID) -> dict[str, Any]:
+        raw = uow.lookup(NS_TENANT, str(tenant_id))
+        if raw is None:
+            raise NotFoundError(f"tenant {tenant_id} not found")
+        entry = cast(dict[str, Any], json.loads(raw))
+        return entry
+
+    def _require_active_tenant(self, uow: UnitOfWork, tenant_id: UUID) -> dict[str, Any]:
+        entry = self._tenant_entry(uow, tenant_id)
+        if entry["status"] != TenantStatus.ACTIVE:
+            raise TenantInactiveError(f"tenant {tenant_id} is {entry['status']}")
+        return entry
+
+    def _tenant_index_op(self, tenant: Tenant, kind: IndexOpKind) -> IndexOp:
+        value = json.dumps(
+            {
+                "status": tenant.status.value,
+                "name": tenant.name,
+                "phone_region": tenant.settings.get("phone_region"),
+            }
+        )
+        return IndexOp(kind, NS_TENANT, str(tenant.id), value)
+
+    def _seal(self, scope: Scope, value: str) -> Sealed:
+        return self.sealer.seal(scope, value)
+
+    def _seal_opt(self, scope: Scope, value: str | None) -> Sealed | None:
+        return None if value is None else self.sealer.seal(scope, value)
+
+    def _blind(self, tenant_id: UUID, purpose: str, *parts: str) -> str:
+        return self.sealer.blind_index(tenant_id, purpose, "\x1f".join(parts))
+
+    # == tenants and tokens ============================================================
+    def register_tenant_in(
+        self, uow: UnitOfWork, name: str, region: str = "eu"
+    ) -> tuple[UUID, IssuedToken]:
+        tenant = Tenant.register(uuid4(), name, region, uow.now)
+        uow.add(tenant)
+        uow.index(self._tenant_index_op(tenant, IndexOpKind.INSERT))
+        issued = self._issue_token(uow, tenant.id, Role.ADMIN, "initial admin token", None)
+        return tenant.id, issued
+
+    def register_tenant(self, name: str, region: str = "eu") -> tuple[UUID, IssuedToken]:
+        result, _ = self.run(lambda uow: self.register_tenant_in(uow, name, region))
+        return result
+
+    def change_tenant_settings_in(
+        self, uow: UnitOfWork, tenant_id: UUID, changes: dict[str, Any]
+    ) -> None:
+        self._require_active_tenant(uow, tenant_id)
+        tenant = uow.get(tenant_id, Tenant)
+        tenant.change_settings(changes=changes, at=uow.now)
+        uow.index(self._tenant_index_op(tenant, IndexOpKind.UPSERT))
+
+    def terminate_tenant_in(self, uow: UnitOfWork, tenant_id: UUID, grace_days: int) -> None:
+        tenant = uow.get(tenant_id, Tenant)
+        tenant.terminate(grace_days, uow.now)
+        uow.index(self._tenant_index_op(tenant, IndexOpKind.UPSERT))
+
+    def reactivate_tenant_in(self, uow: UnitOfWork, tenant_id: UUID) -> None:
+        tenant = uow.get(tenant_id, Tenant)
+        tenant.reactivate(uow.now)
+        uow.index(self._tenant_index_op(tenant, IndexOpKind.UPSERT))
+
+    def _issue_token(
+        self, uow: UnitOfWork, tenant_id: UUID, role: Role, label: str, agent_id: UUID | None
+    ) -> IssuedToken:
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token_hash = hash_token(token)
+        api_token = ApiToken.issue(uuid4(), tenant_id, role, token_hash, label, agent_id, uow.now)
+        uow.add(api_token)
+        principal = {
+            "tenant_id": str(tenant_id),
+            "token_id": str(api_token.id),
+            "role": role.value,
+            "agent_id": str(agent_id) if agent_id else None,
+        }
+        uow.index(IndexOp(IndexOpKind.INSERT, NS_TOKEN, token_hash, json.dumps(principal)))
+        return IssuedToken(api_token.id, token, role)
+
+    def issue_token_in(
+        self,
+        uow: UnitOfWork,
+        tenant_id: UUID,
+        role: Role,
+        label: str = "",
+        agent_id: UUID | None = None,
+    ) -> IssuedToken:
+        self._require_active_tenant(uow, tenant_id)
+        if role is Role.AGENT and agent_id is None:
+            raise ValidationError("an agent token needs the agent_id it acts as")
+        if agent_id is not None:
+            if role is not Role.AGENT:
+                raise ValidationError("only agent tokens act as an agent")
+            uow.get(agent_id, Agent, tenant_id)
+        return self._issue_token(uow, tenant_id, role, label, agent_id)
+
+    def revoke_token_in(self, uow: UnitOfWork, tenant_id: UUID, token_id: UUID) -> None:
+        token = uow.get(token_id, ApiToken, tenant_id)
+        token.revoke(uow.now)
+        uow.index(IndexOp(IndexOpKind.DELETE, NS_TOKEN, token.token_hash))
+
+    def authenticate(self, token: str) -> Principal | None:
+        """Resolve a bearer token; None when unknown, revoked, or its tenant is inactive."""
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            return None
+        token_hash = hash_token(token)
+        raw = self.index.get_many(NS_TOKEN, [token_hash]).get(token_hash)
+        if raw is None:
+            return None
+        doc = json.loads(raw)
+        tenant_raw = self.index.get_many(NS_TENANT, [doc["tenant_id"]]).get(doc["tenant_id"])
+        if tenant_raw is None or json.loads(tenant_raw)["status"] != TenantStatus.ACTIVE:
+            return None
+        return Principal(
+            tenant_id=UUID(doc["tenant_id"]),
+            token_id=UUID(doc["token_id"]),
+            role=Role(doc["role"]),
+            agent_id=UUID(doc["agent_id"]) if doc["agent_id"] else None,
+        )
+
+    def tenant_summary(self, tenant_id: UUID) -> dict[str, Any] | None:
+        raw = self.index.get_many(NS_TENANT, [str(tenant_id)]).get(str(tenant_id))
+        return None if raw is None else cast(dict[str, Any], json.loads(raw))
+
+    # == inbound interactions ==========================================================
+    def receive_in(self, uow: UnitOfWork, interaction: Interaction) -> ReceiveResult:
+        """Record an inbound interaction: find or create the contact and the conversation.
+
+        Idempotent on (tenant, provider, provider message id): a repeat returns the ids of
+        the first delivery and writes nothing.
+        """
+        tenant_id = interaction.tenant_id
+        entry = self._require_active_tenant(uow, tenant_id)
+        if interaction.direction is not Direction.INBOUND:
+            raise ValidationError(
+                "only inbound interactions are recorded here; agents reply through "
+                "POST /v1/conversations/{id}/replies"
+            )
+        receipt_key = self._blind(
+            tenant_id, "receipt", interaction.provider, interaction.provider_message_id
+        )
+        existing = uow.lookup(NS_RECEIPT, receipt_key)
+        if existing is not None:
+            doc = json.loads(existing)
+            return ReceiveResult(
+                conversation_id=UUID(doc["conversation_id"]),
+                contact_id=UUID(doc["contact_id"]),
+                message_id=UUID(doc["message_id"]),
+                duplicate=True,
+            )
+
+        region = entry.get("phone_region")
+        sender = self.normaliser.normalise(interaction.sender, region)
+        recipient = (
+            self.normaliser.normalise(interaction.recipient, region)
+            if interaction.recipient
+            else None
+        )
+        contact = self._find_or_create_contact(uow, tenant_id, sender)
+        conversation = self._find_or_open_conversation(
+            uow, interaction, sender, recipient, contact.id
+        )
+        content = Scope.conversation(tenant_id, conversation.id)
+        message_id = uuid4()
+        conversation.reopen_for_customer(uow.now)
+        conversation.receive_message(
+            message_id=message_id,
+            provider=interaction.provider,
+            provider_message_id=self._seal(content, interaction.provider_message_id),
+            sender_kind=sender.kind.value,
+            sender=self._seal(content, sender.address),
+            sender_name=self._seal_opt(content, sender.display_name),
+            recipient=self._seal(content, recipient.address) if recipient else None,
+            subject=self._seal_opt(content, interaction.subject),
+            body=self._seal(content, interaction.body),
+            attachments=[
+                {
+                    "name": self._seal(content, a.name),
+                    "content_type": a.content_type,
+                    "size": a.size,
+                    "sha256": a.sha256,
+                    "url": self._seal_opt(content, a.url),
+                }
+                for a in interaction.attachments
+            ],
+            occurred_at=interaction.occurred_at,
+            at=uow.now,
+        )
+        receipt = {
+            "conversation_id": str(conversation.id),
+            "contact_id": str(contact.id),
+            "message_id": str(message_id),
+        }
+        uow.index(IndexOp(IndexOpKind.INSERT, NS_RECEIPT, receipt_key, json.dumps(receipt)))
+        return ReceiveResult(conversation.id, contact.id, message_id, duplicate=False)
+
+    def receive(self, interaction: Interaction) -> ReceiveResult:
+        result, _ = self.run(lambda uow: self.receive_in(uow, interaction))
+        return result
+
+    def _find_or_create_contact(
+        self, uow: UnitOfWork, tenant_id: UUID, identity: Identity
+    ) -> Contact:
+        identity_key = self._blind(tenant_id, "identity", identity.kind.value, identity.address)
+        found = uow.lookup(NS_IDENTITY, identity_key)
+        if found is not None:
+            contact = uow.get(UUID(found), Contact, tenant_id)
+            if contact.display_name is None and identity.display_name:
+                contact.correct_details(
+                    display_name=self._seal(
+                        Scope.contact(tenant_id, contact.id), identity.display_name
+                    ),
+                    source="channel",
+                    at=uow.now,
+                )
+            return contact
+        contact_id = uuid4()
+        scope = Scope.contact(tenant_id, contact_id)
+        contact = Contact.register(
+            contact_id,
+            tenant_id,
+            identity.kind,
+            self._seal(scope, identity.address),
+            self._seal_opt(scope, identity.display_name or None),
+            uow.now,
+        )
+        uow.add(contact)
+        uow.index(IndexOp(IndexOpKind.INSERT, NS_IDENTITY, identity_key, str(contact_id)))
+        return contact
+
+    def _find_or_open_conversation(
+        self,
+        uow: UnitOfWork,
+        interaction: Interaction,
+        sender: Identity,
+        recipient: Identity | None,
+        contact_id: UUID,
+    ) -> Conversation:
+        tenant_id = interaction.tenant_id
+        normalised = Interaction(
+            tenant_id=tenant_id,
+            channel=interaction.channel,
+            direction=interaction.direction,
+            provider=interaction.provider,
+            provider_message_id=interaction.provider_message_id,
+            sender=sender,
+            recipient=recipient,
+            occurred_at=interaction.occurred_at,
+            thread_key=interaction.thread_key,
+        )
+        thread_key = normalised.natural_thread_key()
+        thread_hash = self._blind(tenant_id, "thread", interaction.channel.value, thread_key)
+        current = uow.lookup(NS_THREAD, thread_hash)
+        if current is not None:
+            conversation = uow.get(UUID(current), Conversation, tenant_id)
+            if conversation.status is not ConversationStatus.CLOSED:
+                return conversation
+        conversation_id = uuid4()
+        conversation = Conversation.open(
+            conversation_id,
+            tenant_id,
+            interaction.channel,
+            contact_id,
+            self._seal(Scope.conversation(tenant_id, conversation_id), thread_key),
+            uow.now,
+        )
+        uow.add(conversation)
+        if current is None:
+            uow.index(IndexOp(IndexOpKind.INSERT, NS_THREAD, thread_hash, str(conversation_id)))
+        else:
+            uow.index(
+                IndexOp(IndexOpKind.CAS, NS_THREAD, thread_hash, str(conversation_id), current)
+            )
+        return conversation
+
+    # == agent work on conversations ===================================================
+    def _conversation(self, uow: UnitOfWork, tenant_id: UUID, conversation_id: UUID) -> Conversation:
+        self._require_active_tenant(uow, tenant_id)
+        return uow.get(conversation_id, Conversation, tenant_id)
+
+    def reply_in(
+        self,
+        uow: UnitOfWork,
+        tenant_id: UUID,
+        conversation_id: UUID,
+        author: str,
+        body: str,
+        idempotency_key: str | None = None,
+    ) -> tuple[UUID, bool]:
+        """Record an outbound message; returns (message id, was it a repeat)."""
+        conversation = self._conversation(uow, tenant_id, conversation_id)
+        if not body.strip():
+            raise ValidationError("body must not be empty")
+        receipt_key = None
+        if idempotency_key is not None:
+            receipt_key = self._blind(
+                tenant_id, "reply", str(conversation_id), author, idempotency_key
+            )
+            existing = uow.lookup(NS_RECEIPT, receipt_key)
+            if existing is not None:
+                return UUID(json.loads(existing)["message_id"]), True
+        message_id = uuid4()
+        conversation.send_message(
+            message_id,
+            author,
+            self._seal(Scope.conversation(tenant_id, conversation_id), body),
+            uow.now,
+        )
+        if receipt_key is not None:
+            doc = json.dumps({"message_id": str(message_id)})
+            uow.index(IndexOp(IndexOpKind.INSERT, NS_RECEIPT, receipt_key, doc))
+        return message_id, False
+
+    def reply(self, tenant_id: UUID, conversation_id: UUID, author: str, body: str) -> UUID:
+        (message_id, _), _ = self.run(
+            lambda uow: self.reply_in(uow, tenant_id, conversation_id, author, body)
+        )
+        return message_id
+
+    def add_note_in(
+        self, uow: UnitOfWork, tenant_id: UUID, conversation_id: UUID, author: str, body: str
+    ) -> UUID:
+        conversation = self._conversation(uow, tenant_id, conversation_id)
+        if not body.strip():
+            raise ValidationError("body must not be empty")
+        note_id = uuid4()
+        conversation.add_note(
+            note_id,
+            author,
+            self._seal(Scope.conversation(tenant_id, conversation_id), body),
+            uow.now,
+        )
+        return note_id
+
+    def change_status_in(
+        self,
+        uow: UnitOfWork,
+        tenant_id: UUID,
+        conversation_id: UUID,
+        status: ConversationStatus,
+        actor: str,
+    ) -> bool:
+        conversation = self._conversation(uow, tenant_id, conversation_id)
+        return conversation.change_status(status, actor, uow.now)
+
+    def assign_in(
+        self,
+        uow: UnitOfWork,
+        tenant_id: UUID,
+        conversation_id: UUID,
+        agent_id: UUID | None,
+        actor: str,
+    ) -> None:
+        conversation = self._conversation(uow, tenant_id, conversation_id)
+        if agent_id is not None:
+            uow.get(agent_id, Agent, tenant_id)
+        conversation.assign(agent_id, actor, uow.now)
+
+    # == contacts ======================================================================
+    def correct_contact_in(
+        self, uow: UnitOfWork, tenant_id: UUID, contact_id: UUID, display_name: str | None, source: str
+    ) -> None:
+        self._require_active_tenant(uow, tenant_id)
+        contact = uow.get(contact_id, Contact, tenant_id)
+        scope = Scope.contact(tenant_id, contact_id)
+        contact.correct_details(
+            display_name=self._seal_opt(scope, display_name), source=source, at=uow.now
+        )
+
+    def link_identity_in(
+        self, uow: UnitOfWork, tenant_id: UUID, contact_id: UUID, identity: Identity
+    ) -> None:
+        entry = self._require_active_tenant(uow, tenant_id)
+        contact = uow.get(contact_id, Contact, tenant_id)
+        identity = self.normaliser.normalise(identity, entry.get("phone_region"))
+        key = self._blind(tenant_id, "identity", identity.kind.value, identity.address)
+        owner = uow.lookup(NS_IDENTITY, key)
+        if owner == str(contact_id):
+            return
+        if owner is not None:
+            raise ConflictError("that identity belongs to another contact")
+        contact.link_identity(
+            kind=identity.kind.value,
+            address=self._seal(Scope.contact(tenant_id, contact_id), identity.address),
+            at=uow.now,
+        )
+        uow.index(IndexOp(IndexOpKind.INSERT, NS_IDENTITY, key, str(contact_id)))
+
+    # == staff =========================================================================
+    def create_agent_in(
+        self,
+        uow: UnitOfWork,
+        tenant_id: UUID,
+        name: str,
+        email: str | None,
+        skills: list[str],
+    ) -> UUID:
+        self._require_active_tenant(uow, tenant_id)
+        if not name.strip() or len(name) > 200:
+            raise ValidationError("agent name must be 1-200 characters")
+        agent_id = uuid4()
+        scope = Scope.agent(tenant_id, agent_id)
+        if email is not None:
+            email = self.normaliser.normalise(Identity(IdentityKind.EMAIL, email)).address
+        agent = Agent.create(
+            agent_id, tenant_id, self._seal(scope, name), self._seal_opt(scope, email), skills, uow.now
+        )
+        uow.add(agent)
+        return agent_id
+
+    def create_queue_in(
+        self, uow: UnitOfWork, tenant_id: UUID, name: str, channels: list[Channel]
+    ) -> UUID:
+        self._require_active_tenant(uow, tenant_id)
+        queue = Queue.create(uuid4(), tenant_id, name, channels, uow.now)
+        uow.add(queue)
+        return queue.id
+
+    # == privacy primitive =============================================================
+    def scope_of(self, kind: ScopeKind, tenant_id: UUID, subject_id: UUID) -> Scope:
+        return Scope(tenant_id, kind, subject_id)
+
+
+__all__ = [
+    "ContactCentre",
+    "DomainError",
+    "IssuedToken",
+    "Outcome",
+    "Principal",
+    "ReceiveResult",
+    "UnitOfWork",
+]

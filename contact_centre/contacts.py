@@ -1,0 +1,75 @@
+"""Contacts: the people who talk to the contact centre, with identities on many channels."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from contact_centre.interaction import IdentityKind
+from contact_centre.privacy import Sealed
+
+
+class Contact(Aggregate):
+    """A person. Identity addresses and details are sealed under the contact's scope key."""
+
+    class Registered(Aggregate.Created):
+        tenant_id: UUID
+        identity_kind: str
+        identity_address: Sealed
+        display_name: Sealed | None
+        at: datetime
+
+    def __init__(
+        self,
+        tenant_id: UUID,
+        identity_kind: str,
+        identity_address: Sealed,
+        display_name: Sealed | None,
+        at: datetime,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.identities: list[tuple[IdentityKind, Sealed]] = [
+            (IdentityKind(identity_kind), identity_address)
+        ]
+        self.display_name = display_name
+        self.registered_at = at
+
+    @classmethod
+    def register(
+        cls,
+        contact_id: UUID,
+        tenant_id: UUID,
+        kind: IdentityKind,
+        address: Sealed,
+        display_name: Sealed | None,
+        at: datetime,
+    ) -> Contact:
+        return cls._create(
+            cls.Registered,
+            id=contact_id,
+            tenant_id=tenant_id,
+            identity_kind=kind.value,
+            identity_address=address,
+            display_name=display_name,
+            at=at,
+        )
+
+    class IdentityLinked(Aggregate.Event):
+        kind: str
+        address: Sealed
+        at: datetime
+
+    @event(IdentityLinked)
+    def link_identity(self, kind: str, address: Sealed, at: datetime) -> None:
+        self.identities.append((IdentityKind(kind), address))
+
+    class DetailsCorrected(Aggregate.Event):
+        display_name: Sealed | None
+        source: str
+        at: datetime
+
+    @event(DetailsCorrected)
+    def correct_details(self, display_name: Sealed | None, source: str, at: datetime) -> None:
+        self.display_name = display_name

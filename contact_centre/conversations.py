@@ -1,0 +1,229 @@
+"""Conversations: one thread with one contact on one channel."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from contact_centre.errors import ConflictError
+from contact_centre.interaction import Channel
+from contact_centre.privacy import Sealed
+
+
+class ConversationStatus(StrEnum):
+    OPEN = "open"
+    PENDING = "pending"  # waiting for the customer
+    RESOLVED = "resolved"  # done, but a new message from the customer reopens it
+    CLOSED = "closed"  # final: a new message starts a new conversation
+
+
+class Conversation(Aggregate):
+    """Content (bodies, subjects, addresses, thread key) is sealed under the conversation's scope."""
+
+    class Opened(Aggregate.Created):
+        tenant_id: UUID
+        channel: str
+        contact_id: UUID
+        thread: Sealed
+        at: datetime
+
+    def __init__(
+        self, tenant_id: UUID, channel: str, contact_id: UUID, thread: Sealed, at: datetime
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.channel = Channel(channel)
+        self.contact_id = contact_id
+        self.thread = thread
+        self.opened_at = at
+        self.status = ConversationStatus.OPEN
+        self.assignee_id: UUID | None = None
+        self.message_count = 0
+        self.last_activity_at = at
+
+    @classmethod
+    def open(
+        cls,
+        conversation_id: UUID,
+        tenant_id: UUID,
+        channel: Channel,
+        contact_id: UUID,
+        thread: Sealed,
+        at: datetime,
+    ) -> Conversation:
+        return cls._create(
+            cls.Opened,
+            id=conversation_id,
+            tenant_id=tenant_id,
+            channel=channel.value,
+            contact_id=contact_id,
+            thread=thread,
+            at=at,
+        )
+
+    def _require_not_closed(self, action: str) -> None:
+        if self.status is ConversationStatus.CLOSED:
+            raise ConflictError(f"cannot {action}: the conversation is closed")
+
+    class MessageReceived(Aggregate.Event):
+        message_id: UUID
+        provider: str
+        provider_message_id: Sealed
+        sender_kind: str
+        sender: Sealed
+        sender_name: Sealed | None
+        recipient: Sealed | None
+        subject: Sealed | None
+        body: Sealed
+        attachments: list[dict[str, Any]]
+        occurred_at: datetime
+        at: datetime
+
+    def receive_message(
+        self,
+        message_id: UUID,
+        provider: str,
+        provider_message_id: Sealed,
+        sender_kind: str,
+        sender: Sealed,
+        sender_name: Sealed | None,
+        recipient: Sealed | None,
+        subject: Sealed | None,
+        body: Sealed,
+        attachments: list[dict[str, Any]],
+        occurred_at: datetime,
+        at: datetime,
+    ) -> None:
+        self._require_not_closed("receive a message")
+        self._message_received(
+            message_id=message_id,
+            provider=provider,
+            provider_message_id=provider_message_id,
+            sender_kind=sender_kind,
+            sender=sender,
+            sender_name=sender_name,
+            recipient=recipient,
+            subject=subject,
+            body=body,
+            attachments=attachments,
+            occurred_at=occurred_at,
+            at=at,
+        )
+
+    @event(MessageReceived)
+    def _message_received(
+        self,
+        message_id: UUID,
+        provider: str,
+        provider_message_id: Sealed,
+        sender_kind: str,
+        sender: Sealed,
+        sender_name: Sealed | None,
+        recipient: Sealed | None,
+        subject: Sealed | None,
+        body: Sealed,
+        attachments: list[dict[str, Any]],
+        occurred_at: datetime,
+        at: datetime,
+    ) -> None:
+        self.message_count += 1
+        self.last_activity_at = max(self.last_activity_at, occurred_at)
+
+    class MessageSent(Aggregate.Event):
+        message_id: UUID
+        author: str
+        body: Sealed
+        at: datetime
+
+    def send_message(self, message_id: UUID, author: str, body: Sealed, at: datetime) -> None:
+        self._require_not_closed("reply")
+        self._message_sent(message_id=message_id, author=author, body=body, at=at)
+
+    @event(MessageSent)
+    def _message_sent(self, message_id: UUID, author: str, body: Sealed, at: datetime) -> None:
+        self.message_count += 1
+        self.last_activity_at = max(self.last_activity_at, at)
+
+    class NoteAdded(Aggregate.Event):
+        note_id: UUID
+        author: str
+        body: Sealed
+        at: datetime
+
+    def add_note(self, note_id: UUID, author: str, body: Sealed, at: datetime) -> None:
+        self._note_added(note_id=note_id, author=author, body=body, at=at)
+
+    @event(NoteAdded)
+    def _note_added(self, note_id: UUID, author: str, body: Sealed, at: datetime) -> None:
+        pass
+
+    class Assigned(Aggregate.Event):
+        agent_id: UUID | None
+        by: str
+        at: datetime
+
+    def assign(self, agent_id: UUID | None, by: str, at: datetime) -> None:
+        self._require_not_closed("assign")
+        if agent_id == self.assignee_id:
+            return
+        self._assigned(agent_id=agent_id, by=by, at=at)
+
+    @event(Assigned)
+    def _assigned(self, agent_id: UUID | None, by: str, at: datetime) -> None:
+        self.assignee_id = agent_id
+
+    class MarkedPending(Aggregate.Event):
+        by: str
+        at: datetime
+
+    @event(MarkedPending)
+    def _marked_pending(self, by: str, at: datetime) -> None:
+        self.status = ConversationStatus.PENDING
+
+    class Resolved(Aggregate.Event):
+        by: str
+        at: datetime
+
+    @event(Resolved)
+    def _resolved(self, by: str, at: datetime) -> None:
+        self.status = ConversationStatus.RESOLVED
+
+    class Reopened(Aggregate.Event):
+        by: str
+        reason: str
+        at: datetime
+
+    @event(Reopened)
+    def _reopened(self, by: str, reason: str, at: datetime) -> None:
+        self.status = ConversationStatus.OPEN
+
+    class Closed(Aggregate.Event):
+        by: str
+        at: datetime
+
+    @event(Closed)
+    def _closed(self, by: str, at: datetime) -> None:
+        self.status = ConversationStatus.CLOSED
+
+    def change_status(self, target: ConversationStatus, by: str, at: datetime) -> bool:
+        """Move to ``target``; return False when already there. Closed is final."""
+        if target is self.status:
+            return False
+        self._require_not_closed("change the status")
+        if target is ConversationStatus.OPEN:
+            self._reopened(by=by, reason="manual", at=at)
+        elif target is ConversationStatus.PENDING:
+            self._marked_pending(by=by, at=at)
+        elif target is ConversationStatus.RESOLVED:
+            self._resolved(by=by, at=at)
+        else:
+            self._closed(by=by, at=at)
+        return True
+
+    def reopen_for_customer(self, at: datetime) -> None:
+        """A customer wrote again on a pending or resolved conversation."""
+        if self.status in (ConversationStatus.PENDING, ConversationStatus.RESOLVED):
+            self._reopened(by="contact", reason="customer_replied", at=at)

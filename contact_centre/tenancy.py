@@ -1,0 +1,158 @@
+"""Tenants (the businesses running a contact centre) and their API tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from contact_centre.errors import ConflictError, ValidationError
+
+MAX_GRACE_DAYS = 30
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    SUPERVISOR = "supervisor"
+    AGENT = "agent"
+    INTEGRATION = "integration"
+
+
+class TenantStatus(StrEnum):
+    ACTIVE = "active"
+    TERMINATED = "terminated"
+
+
+class Tenant(Aggregate):
+    """The data controller: everything else belongs to exactly one tenant."""
+
+    class Registered(Aggregate.Created):
+        name: str
+        region: str
+        at: datetime
+
+    def __init__(self, name: str, region: str, at: datetime) -> None:
+        self.name = name
+        self.region = region
+        self.registered_at = at
+        self.status = TenantStatus.ACTIVE
+        self.settings: dict[str, Any] = {}
+        self.terminated_at: datetime | None = None
+        self.purge_after: datetime | None = None
+
+    @classmethod
+    def register(cls, tenant_id: UUID, name: str, region: str, at: datetime) -> Tenant:
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise ValidationError("tenant name must be 1-200 characters")
+        return cls._create(cls.Registered, id=tenant_id, name=name, region=region, at=at)
+
+    class SettingsChanged(Aggregate.Event):
+        changes: dict[str, Any]
+        at: datetime
+
+    @event(SettingsChanged)
+    def change_settings(self, changes: dict[str, Any], at: datetime) -> None:
+        self.settings.update(changes)
+
+    class Terminated(Aggregate.Event):
+        grace_days: int
+        purge_after: datetime
+        at: datetime
+
+    def terminate(self, grace_days: int, at: datetime) -> None:
+        if self.status is TenantStatus.TERMINATED:
+            raise ConflictError("tenant is already terminated")
+        if not 0 <= grace_days <= MAX_GRACE_DAYS:
+            raise ValidationError(f"grace_days must be between 0 and {MAX_GRACE_DAYS}")
+        self._terminated(grace_days=grace_days, purge_after=at + timedelta(days=grace_days), at=at)
+
+    @event(Terminated)
+    def _terminated(self, grace_days: int, purge_after: datetime, at: datetime) -> None:
+        self.status = TenantStatus.TERMINATED
+        self.terminated_at = at
+        self.purge_after = purge_after
+
+    class Reactivated(Aggregate.Event):
+        at: datetime
+
+    def reactivate(self, at: datetime) -> None:
+        if self.status is not TenantStatus.TERMINATED:
+            raise ConflictError("tenant is not terminated")
+        if self.purge_after is not None and at >= self.purge_after:
+            raise ConflictError("the grace period has ended")
+        self._reactivated(at=at)
+
+    @event(Reactivated)
+    def _reactivated(self, at: datetime) -> None:
+        self.status = TenantStatus.ACTIVE
+        self.terminated_at = None
+        self.purge_after = None
+
+
+class ApiToken(Aggregate):
+    """A bearer token. Only its SHA-256 hash is ever stored; the token is shown once."""
+
+    class Issued(Aggregate.Created):
+        tenant_id: UUID
+        role: str
+        token_hash: str
+        label: str
+        agent_id: UUID | None
+        at: datetime
+
+    def __init__(
+        self,
+        tenant_id: UUID,
+        role: str,
+        token_hash: str,
+        label: str,
+        agent_id: UUID | None,
+        at: datetime,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.role = Role(role)
+        self.token_hash = token_hash
+        self.label = label
+        self.agent_id = agent_id
+        self.issued_at = at
+        self.revoked_at: datetime | None = None
+
+    @classmethod
+    def issue(
+        cls,
+        token_id: UUID,
+        tenant_id: UUID,
+        role: Role,
+        token_hash: str,
+        label: str,
+        agent_id: UUID | None,
+        at: datetime,
+    ) -> ApiToken:
+        if len(label) > 200:
+            raise ValidationError("label must be at most 200 characters")
+        return cls._create(
+            cls.Issued,
+            id=token_id,
+            tenant_id=tenant_id,
+            role=role.value,
+            token_hash=token_hash,
+            label=label,
+            agent_id=agent_id,
+            at=at,
+        )
+
+    class Revoked(Aggregate.Event):
+        at: datetime
+
+    def revoke(self, at: datetime) -> None:
+        if self.revoked_at is not None:
+            raise ConflictError("token is already revoked")
+        self._revoked(at=at)
+
+    @event(Revoked)
+    def _revoked(self, at: datetime) -> None:
+        self.revoked_at = at

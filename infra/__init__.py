@@ -1,0 +1,1 @@
+"""Wiring: configuration, storage, the event feed, HTTP API, CLI and local service scripts."""

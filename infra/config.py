@@ -1,0 +1,87 @@
+"""Configuration: every ``CC_`` environment variable, read once, in this one place."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or malformed."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}")
+    return value
+
+
+def _master_key(raw: str | None) -> bytes | None:
+    if not raw:
+        return None
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except binascii.Error:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError("CC_MASTER_KEY must be 32 bytes, base64-encoded")
+    return key
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about one contact-centre process."""
+
+    data_dir: Path = Path("var")
+    database_url: str | None = None
+    master_key: bytes | None = field(default=None, repr=False)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_base_url: str | None = None
+    max_body_bytes: int = 1_048_576
+    writer_batch: int = 256
+    writer_queue: int = 20_000
+    log_level: str = "INFO"
+    projection_wait_ms: int = 2_000
+
+    @property
+    def is_scaled(self) -> bool:
+        return bool(self.database_url)
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        url = env.get("CC_DATABASE_URL") or None
+        if url and not url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("CC_DATABASE_URL must be a postgresql:// URL")
+        return cls(
+            data_dir=Path(env.get("CC_DATA_DIR") or "var"),
+            database_url=url,
+            master_key=_master_key(env.get("CC_MASTER_KEY")),
+            host=env.get("CC_HOST") or "127.0.0.1",
+            port=_int(env, "CC_PORT", 8080),
+            public_base_url=env.get("CC_PUBLIC_BASE_URL") or None,
+            max_body_bytes=_int(env, "CC_MAX_BODY_BYTES", 1_048_576, minimum=1024),
+            writer_batch=_int(env, "CC_WRITER_BATCH", 256, minimum=1),
+            writer_queue=_int(env, "CC_WRITER_QUEUE", 20_000, minimum=1),
+            log_level=(env.get("CC_LOG_LEVEL") or "INFO").upper(),
+            projection_wait_ms=_int(env, "CC_PROJECTION_WAIT_MS", 2_000),
+        )

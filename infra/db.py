@@ -1,0 +1,214 @@
+"""A small database layer for contact-centre's own tables (index, vault, read models).
+
+Both dialects take SQL written with ``?`` placeholders and portable types (TEXT, BIGINT,
+INTEGER) and ``INSERT ... ON CONFLICT ... DO UPDATE`` upserts, so that projection code
+runs unchanged on SQLite (embedded) and PostgreSQL (scale).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal, Protocol
+
+import psycopg
+import psycopg_pool
+
+Dialect = Literal["sqlite", "postgres"]
+
+
+class Tx(Protocol):
+    """The cursor-like object projections and stores write through."""
+
+    dialect: Dialect
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def fetchone(self) -> tuple[Any, ...] | None: ...
+
+    def fetchall(self) -> list[tuple[Any, ...]]: ...
+
+    @property
+    def rowcount(self) -> int: ...
+
+
+class Database(Protocol):
+    dialect: Dialect
+
+    def transaction(self) -> Any:
+        """Context manager yielding a :class:`Tx`; commits on success."""
+        ...
+
+    def read(self) -> Any:
+        """Context manager yielding a :class:`Tx` for a consistent read."""
+        ...
+
+    def execute_outside_transaction(self, sql: str) -> None:
+        """Run a statement that cannot run in a transaction (VACUUM, PRAGMA...)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class _SQLiteTx:
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._cur = conn.cursor()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cur.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._cur.executemany(sql, rows)
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._cur.fetchone()
+        return row
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return list(self._cur.fetchall())
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
+
+
+class SQLiteDatabase:
+    """One SQLite file; one connection per thread (sqlite3 connections are not shareable)."""
+
+    dialect: Dialect = "sqlite"
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str = "FULL",
+        journal_mode: str = "WAL",
+        secure_delete: bool = False,
+        busy_timeout_ms: int = 30_000,
+    ) -> None:
+        self.path = path
+        self._pragmas = [
+            f"PRAGMA journal_mode={journal_mode}",
+            f"PRAGMA synchronous={synchronous}",
+            f"PRAGMA busy_timeout={busy_timeout_ms}",
+        ]
+        if secure_delete:
+            self._pragmas.append("PRAGMA secure_delete=ON")
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise RuntimeError("database is closed")
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            for pragma in self._pragmas:
+                conn.execute(pragma)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SQLiteTx]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield _SQLiteTx(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[_SQLiteTx]:
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield _SQLiteTx(conn)
+        finally:
+            conn.execute("ROLLBACK")
+
+    def execute_outside_transaction(self, sql: str) -> None:
+        self._conn().execute(sql)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+
+def to_pg(sql: str) -> str:
+    """Translate ``?`` placeholders for psycopg (``%`` literals are escaped first)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _PgTx:
+    dialect: Dialect = "postgres"
+
+    def __init__(self, cur: psycopg.Cursor[tuple[Any, ...]]) -> None:
+        self._cur = cur
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cur.execute(to_pg(sql), params, prepare=True)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._cur.executemany(to_pg(sql), rows)
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._cur.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
+
+
+class PostgresDatabase:
+    """A pooled PostgreSQL connection for contact-centre's own tables."""
+
+    dialect: Dialect = "postgres"
+
+    def __init__(self, url: str, *, max_size: int = 8) -> None:
+        self.url = url
+        self.pool: psycopg_pool.ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = (
+            psycopg_pool.ConnectionPool(
+                url,
+                min_size=1,
+                max_size=max_size,
+                open=True,
+                kwargs={"autocommit": True},
+                name="contact-centre",
+            )
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[_PgTx]:
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            yield _PgTx(cur)
+
+    @contextmanager
+    def read(self) -> Iterator[_PgTx]:
+        with self.pool.connection() as conn:
+            with conn.transaction(force_rollback=True), conn.cursor() as cur:
+                yield _PgTx(cur)
+
+    def execute_outside_transaction(self, sql: str) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(sql)
+
+    def close(self) -> None:
+        self.pool.close()

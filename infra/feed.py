@@ -1,0 +1,268 @@
+"""The event feed: delivers (position, event) in log order to consumers.
+
+A consumer keeps its own tracking position, written in the same transaction as its rows,
+so that a restart neither skips nor repeats an event. This module holds the consumer side
+shared by every feed, and the embedded, in-process feed: one thread per consumer reading
+the event store's notification log, woken by the writer after each commit (and polling,
+so writes by other processes, such as the CLI, are picked up too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Mapper
+from eventsourcing.utils import resolve_topic
+
+from infra.db import Database, Tx
+from projections.base import Projection
+
+log = logging.getLogger(__name__)
+
+LOG_PARTITION = -1  # the event store's own notification log, as opposed to a Kafka partition
+
+TRACKING_DDL = (
+    "CREATE TABLE IF NOT EXISTS cc_tracking ("
+    " consumer TEXT NOT NULL, partition INTEGER NOT NULL, position BIGINT NOT NULL,"
+    " PRIMARY KEY (consumer, partition))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedItem:
+    position: int
+    event: Any
+
+
+class Consumer(Protocol):
+    name: str
+
+    def interested_in(self, event_type: type[Any]) -> bool: ...
+
+    def position(self, partition: int = LOG_PARTITION) -> int | None: ...
+
+    def process(
+        self, items: Sequence[FeedItem], last_position: int, partition: int = LOG_PARTITION
+    ) -> None: ...
+
+
+def read_tracking(tx: Tx, consumer: str, partition: int) -> int | None:
+    tx.execute(
+        "SELECT position FROM cc_tracking WHERE consumer = ? AND partition = ?",
+        (consumer, partition),
+    )
+    row = tx.fetchone()
+    return None if row is None else int(row[0])
+
+
+def write_tracking(tx: Tx, consumer: str, partition: int, position: int) -> None:
+    """Advance the position; refuse to move backwards or stand still (a double apply)."""
+    tx.execute(
+        "UPDATE cc_tracking SET position = ? WHERE consumer = ? AND partition = ?"
+        " AND position < ?",
+        (position, consumer, partition, position),
+    )
+    if tx.rowcount == 1:
+        return
+    tx.execute(
+        "INSERT INTO cc_tracking (consumer, partition, position) VALUES (?, ?, ?)"
+        " ON CONFLICT (consumer, partition) DO NOTHING",
+        (consumer, partition, position),
+    )
+    if tx.rowcount != 1:
+        raise IntegrityError(f"{consumer} already processed position {position}")
+
+
+class ProjectionConsumer:
+    """Runs a projection against the read-model database."""
+
+    def __init__(self, projection: Projection, db: Database) -> None:
+        self.projection = projection
+        self.db = db
+        self.name = projection.name
+
+    def setup(self) -> None:
+        with self.db.transaction() as tx:
+            tx.execute(TRACKING_DDL)
+            self.projection.setup(tx)
+
+    def interested_in(self, event_type: type[Any]) -> bool:
+        return self.projection.interested_in(event_type)
+
+    def position(self, partition: int = LOG_PARTITION) -> int | None:
+        with self.db.read() as tx:
+            return read_tracking(tx, self.name, partition)
+
+    def process(
+        self, items: Sequence[FeedItem], last_position: int, partition: int = LOG_PARTITION
+    ) -> None:
+        with self.db.transaction() as tx:
+            for item in items:
+                self.projection.apply(tx, item.event, item.position)
+            write_tracking(tx, self.name, partition, last_position)
+
+    def reset(self) -> None:
+        with self.db.transaction() as tx:
+            self.projection.reset(tx)
+            tx.execute("DELETE FROM cc_tracking WHERE consumer = ?", (self.name,))
+
+
+class Progress:
+    """Where each consumer has got to, with async waiters (read-your-writes in the API)."""
+
+    def __init__(self) -> None:
+        self._positions: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[str, int, asyncio.Future[None]]] = []
+
+    def get(self, consumer: str) -> int:
+        with self._lock:
+            return self._positions.get(consumer, 0)
+
+    def advance(self, consumer: str, position: int) -> None:
+        with self._lock:
+            self._positions[consumer] = max(position, self._positions.get(consumer, 0))
+            ready = [w for w in self._waiters if w[0] == consumer and w[1] <= position]
+            self._waiters = [w for w in self._waiters if w not in ready]
+        for _, _, future in ready:
+            loop = future.get_loop()
+            loop.call_soon_threadsafe(_resolve, future)
+
+    async def wait(self, consumer: str, position: int, timeout: float) -> bool:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            if self._positions.get(consumer, 0) >= position:
+                return True
+            self._waiters.append((consumer, position, future))
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            with self._lock:
+                self._waiters = [w for w in self._waiters if w[2] is not future]
+            return False
+        return True
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class InProcessFeed:
+    """The embedded feed: reads the notification log, pushed to by the writer."""
+
+    def __init__(
+        self,
+        recorder: ApplicationRecorder,
+        mapper: Mapper[Any],
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.recorder = recorder
+        self.mapper = mapper
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.progress = Progress()
+        self._consumers: list[Consumer] = []
+        self._wake: list[threading.Event] = []
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self.errors: dict[str, str] = {}
+
+    def add(self, consumer: Consumer) -> None:
+        self._consumers.append(consumer)
+
+    @property
+    def consumers(self) -> list[Consumer]:
+        return list(self._consumers)
+
+    def start(self) -> None:
+        for consumer in self._consumers:
+            wake = threading.Event()
+            thread = threading.Thread(
+                target=self._run, args=(consumer, wake), name=f"feed-{consumer.name}", daemon=True
+            )
+            self._wake.append(wake)
+            self._threads.append(thread)
+            thread.start()
+
+    def notify(self) -> None:
+        for wake in self._wake:
+            wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.notify()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._threads.clear()
+        self._wake.clear()
+
+    def catch_up(self, consumer: Consumer) -> int:
+        """Process everything recorded so far, synchronously; returns the count applied."""
+        applied = 0
+        position = consumer.position() or 0
+        while True:
+            done, position = self._step(consumer, position)
+            applied += done
+            if done == 0 and not self._more(position):
+                return applied
+
+    def _more(self, position: int) -> bool:
+        latest = self.recorder.max_notification_id()
+        return latest is not None and latest > position
+
+    def _step(self, consumer: Consumer, position: int) -> tuple[int, int]:
+        notifications = self.recorder.select_notifications(
+            start=position, limit=self.batch_size, inclusive_of_start=False
+        )
+        if not notifications:
+            return 0, position
+        items = [
+            FeedItem(n.id, self.mapper.to_domain_event(n))
+            for n in notifications
+            if consumer.interested_in(resolve_topic(n.topic))
+        ]
+        last = notifications[-1].id
+        consumer.process(items, last)
+        self.progress.advance(consumer.name, last)
+        return len(notifications), last
+
+    def _run(self, consumer: Consumer, wake: threading.Event) -> None:
+        position: int | None = None
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                if position is None:
+                    position = consumer.position() or 0
+                    self.progress.advance(consumer.name, position)
+                done, position = self._step(consumer, position)
+                self.errors.pop(consumer.name, None)
+                backoff = 0.1
+            except Exception as error:  # keep going: a projection must not stop the product
+                log.exception("consumer %s failed; retrying", consumer.name)
+                self.errors[consumer.name] = type(error).__name__
+                position = None  # re-read the durable position before trying again
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if done == 0:
+                wake.wait(self.poll_interval)
+                wake.clear()
+
+
+def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.01) -> bool:
+    """Poll ``predicate`` until true or timeout (used by CLI and tests)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

@@ -1,0 +1,14 @@
+"""Typed application keys, in one module."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from infra.http.auth import Authenticator
+    from infra.runtime import Runtime
+
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
+AUTH: web.AppKey[Authenticator] = web.AppKey("auth")

@@ -1,0 +1,489 @@
+"""Core API routes: health, interactions, conversations, tokens, agents, queues, tenant."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+
+from contact_centre.application import Principal
+from contact_centre.conversations import ConversationStatus
+from contact_centre.errors import NotFoundError, ValidationError
+from contact_centre.interaction import Channel
+from contact_centre.tenancy import Role
+from infra.http.auth import (
+    ALL_ROLES,
+    STAFF,
+    authenticate,
+    require_role,
+)
+from infra.http.errors import ApiError
+from infra.http.keys import AUTH, RUNTIME
+from infra.http.schemas import (
+    get_str,
+    get_uuid,
+    parse_interaction,
+    parse_uuid,
+    read_json,
+    reject_unknown,
+)
+from infra.http.views import Opener, iso, render_conversation, render_message, render_note
+from infra.runtime import Runtime
+from projections import directory, inbox
+from projections.base import loads
+
+ADMIN = frozenset({Role.ADMIN})
+SUPERVISORS = frozenset({Role.ADMIN, Role.SUPERVISOR})
+INGEST = frozenset({Role.ADMIN, Role.INTEGRATION})
+MAX_PAGE = 200
+
+
+async def _principal(request: web.Request, roles: frozenset[Role]) -> Principal:
+    principal = await authenticate(request, request.app[AUTH])
+    require_role(principal, roles)
+    return principal
+
+
+def _rt(request: web.Request) -> Runtime:
+    return request.app[RUNTIME]
+
+
+async def _settle(request: web.Request, position: int | None) -> None:
+    """Read-your-writes: wait (bounded) until the inbox shows what was just written."""
+    rt = _rt(request)
+    if position is not None:
+        timeout = rt.settings.projection_wait_ms / 1000
+        await rt.feed.progress.wait("inbox", position, timeout)
+
+
+def _path_uuid(request: web.Request, name: str) -> UUID:
+    try:
+        return UUID(request.match_info[name])
+    except ValueError:
+        raise ApiError(404, "not_found", f"no {name.replace('_', ' ')} {request.match_info[name]!r}") from None
+
+
+# -- health -------------------------------------------------------------------------------
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    rt = _rt(request)
+
+    def check() -> dict[str, Any]:
+        latest = rt.app.recorder.max_notification_id() or 0
+        with rt.readdb.read() as tx:
+            tx.execute("SELECT consumer, position FROM cc_tracking WHERE partition = -1")
+            positions = {str(name): int(pos) for name, pos in tx.fetchall()}
+        rt.vault.refresh()
+        return {"latest": latest, "positions": positions}
+
+    try:
+        state = await asyncio.to_thread(check)
+    except Exception as error:
+        return web.json_response(
+            {"status": "unavailable", "error": type(error).__name__}, status=503
+        )
+    projections = {
+        c.name: {
+            "position": state["positions"].get(c.name, 0),
+            "lag": state["latest"] - state["positions"].get(c.name, 0),
+            "error": rt.feed.errors.get(c.name),
+        }
+        for c in rt.consumers
+    }
+    return web.json_response(
+        {"status": "ready", "event_store": {"position": state["latest"]}, "projections": projections}
+    )
+
+
+# -- interactions -------------------------------------------------------------------------
+async def post_interaction(request: web.Request) -> web.Response:
+    principal = await _principal(request, INGEST)
+    rt = _rt(request)
+    doc = await read_json(request)
+    interaction = parse_interaction(doc, principal.tenant_id, rt.clock.now())
+    result, _ = await rt.writer.run(lambda uow: rt.app.receive_in(uow, interaction))
+    body = {
+        "conversation_id": str(result.conversation_id),
+        "contact_id": str(result.contact_id),
+        "message_id": str(result.message_id),
+        "duplicate": result.duplicate,
+    }
+    return web.json_response(body, status=200 if result.duplicate else 201)
+
+
+# -- conversations ------------------------------------------------------------------------
+def _decode_cursor(raw: str) -> tuple[int, str]:
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        updated, _, conversation_id = text.partition(":")
+        return int(updated), str(UUID(conversation_id))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationError("cursor is not one this API returned") from None
+
+
+def _encode_cursor(updated_at: int, conversation_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{updated_at}:{conversation_id}".encode()).decode().rstrip("=")
+
+
+def _query_enum(request: web.Request, name: str, enum: type[Any]) -> str | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return str(enum(value).value)
+    except ValueError:
+        options = ", ".join(m.value for m in enum)
+        raise ValidationError(f"{name} must be one of: {options}") from None
+
+
+async def list_conversations(request: web.Request) -> web.Response:
+    principal = await _principal(request, STAFF)
+    rt = _rt(request)
+    status = _query_enum(request, "status", ConversationStatus)
+    channel = _query_enum(request, "channel", Channel)
+    assignee = request.query.get("assignee") or None
+    if assignee == "me":
+        if principal.agent_id is None:
+            raise ValidationError("assignee=me needs an agent token")
+        assignee = str(principal.agent_id)
+    elif assignee not in (None, "none"):
+        assignee = str(parse_uuid(assignee, "assignee"))
+    contact_id = request.query.get("contact_id") or None
+    if contact_id is not None:
+        contact_id = str(parse_uuid(contact_id, "contact_id"))
+    try:
+        limit = int(request.query.get("limit", "50"))
+    except ValueError:
+        raise ValidationError("limit must be an integer") from None
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValidationError(f"limit must be between 1 and {MAX_PAGE}")
+    cursor = request.query.get("cursor")
+    after = _decode_cursor(cursor) if cursor else None
+
+    def query() -> dict[str, Any]:
+        rt.vault.refresh()
+        with rt.readdb.read() as tx:
+            rows = inbox.list_conversations(
+                tx,
+                str(principal.tenant_id),
+                status=status,
+                channel=channel,
+                assignee=assignee,
+                contact_id=contact_id,
+                after=after,
+                limit=limit + 1,
+            )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = [render_conversation(row, rt.vault, detail=False) for row in rows]
+        last = rows[-1] if rows else None
+        next_cursor = (
+            _encode_cursor(int(str(last["updated_at"])), str(last["id"])) if more and last else None
+        )
+        return {"items": items, "next": next_cursor}
+
+    return web.json_response(await asyncio.to_thread(query))
+
+
+async def get_conversation(request: web.Request) -> web.Response:
+    principal = await _principal(request, STAFF)
+    rt = _rt(request)
+    conversation_id = _path_uuid(request, "conversation_id")
+
+    def query() -> dict[str, Any] | None:
+        rt.vault.refresh()
+        with rt.readdb.read() as tx:
+            row = inbox.get_conversation(tx, str(principal.tenant_id), str(conversation_id))
+            if row is None:
+                return None
+            entries = inbox.list_messages(tx, str(principal.tenant_id), str(conversation_id))
+        body = render_conversation(row, rt.vault, detail=True)
+        body["messages"] = [render_message(e, rt.vault) for e in entries if e["kind"] == "message"]
+        body["notes"] = [render_note(e, rt.vault) for e in entries if e["kind"] == "note"]
+        return body
+
+    body = await asyncio.to_thread(query)
+    if body is None:
+        raise NotFoundError(f"conversation {conversation_id} not found")
+    return web.json_response(body)
+
+
+async def post_reply(request: web.Request) -> web.Response:
+    principal = await _principal(request, STAFF)
+    rt = _rt(request)
+    conversation_id = _path_uuid(request, "conversation_id")
+    doc = await read_json(request)
+    reject_unknown(doc, {"body"})
+    body = get_str(doc, "body", max_len=100_000)
+    assert body is not None
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise ValidationError("Idempotency-Key must be 1-255 characters")
+    (message_id, repeat), position = await rt.writer.run(
+        lambda uow: rt.app.reply_in(
+            uow, principal.tenant_id, conversation_id, principal.actor, body, key
+        )
+    )
+    await _settle(request, position)
+    return web.json_response(
+        {
+            "message_id": str(message_id),
+            "conversation_id": str(conversation_id),
+            "author": principal.actor,
+            "duplicate": repeat,
+        },
+        status=200 if repeat else 201,
+    )
+
+
+async def post_note(request: web.Request) -> web.Response:
+    principal = await _principal(request, STAFF)
+    rt = _rt(request)
+    conversation_id = _path_uuid(request, "conversation_id")
+    doc = await read_json(request)
+    reject_unknown(doc, {"body"})
+    body = get_str(doc, "body", max_len=100_000)
+    assert body is not None
+    note_id, position = await rt.writer.run(
+        lambda uow: rt.app.add_note_in(
+            uow, principal.tenant_id, conversation_id, principal.actor, body
+        )
+    )
+    await _settle(request, position)
+    return web.json_response(
+        {"note_id": str(note_id), "conversation_id": str(conversation_id)}, status=201
+    )
+
+
+async def post_status(request: web.Request) -> web.Response:
+    principal = await _principal(request, STAFF)
+    rt = _rt(request)
+    conversation_id = _path_uuid(request, "conversation_id")
+    doc = await read_json(request)
+    reject_unknown(doc, {"status"})
+    raw = get_str(doc, "status", max_len=32)
+    try:
+        status = ConversationStatus(raw)
+    except ValueError:
+        options = ", ".join(s.value for s in ConversationStatus)
+        raise ValidationError(f"status must be one of: {options}") from None
+    changed, position = await rt.writer.run(
+        lambda uow: rt.app.change_status_in(
+            uow, principal.tenant_id, conversation_id, status, principal.actor
+        )
+    )
+    await _settle(request, position)
+    return web.json_response(
+        {"conversation_id": str(conversation_id), "status": status.value, "changed": changed}
+    )
+
+
+async def post_assignment(request: web.Request) -> web.Response:
+    principal = await _principal(request, STAFF)
+    rt = _rt(request)
+    conversation_id = _path_uuid(request, "conversation_id")
+    doc = await read_json(request)
+    reject_unknown(doc, {"agent_id"})
+    agent_id = get_uuid(doc, "agent_id", required=False)
+    if principal.role is Role.AGENT and agent_id not in (None, principal.agent_id):
+        raise ApiError(403, "forbidden", "agents may only assign conversations to themselves")
+    _, position = await rt.writer.run(
+        lambda uow: rt.app.assign_in(
+            uow, principal.tenant_id, conversation_id, agent_id, principal.actor
+        )
+    )
+    await _settle(request, position)
+    return web.json_response(
+        {"conversation_id": str(conversation_id), "assignee_id": str(agent_id) if agent_id else None}
+    )
+
+
+# -- tenant, tokens, agents, queues -------------------------------------------------------
+async def get_tenant(request: web.Request) -> web.Response:
+    principal = await _principal(request, ALL_ROLES)
+    rt = _rt(request)
+    summary = await asyncio.to_thread(rt.app.tenant_summary, principal.tenant_id)
+    if summary is None:
+        raise NotFoundError("tenant not found")
+    return web.json_response(
+        {
+            "tenant_id": str(principal.tenant_id),
+            "name": summary["name"],
+            "status": summary["status"],
+            "role": principal.role.value,
+        }
+    )
+
+
+async def post_token(request: web.Request) -> web.Response:
+    principal = await _principal(request, ADMIN)
+    rt = _rt(request)
+    doc = await read_json(request)
+    reject_unknown(doc, {"role", "label", "agent_id"})
+    raw_role = get_str(doc, "role", max_len=32)
+    try:
+        role = Role(raw_role)
+    except ValueError:
+        raise ValidationError("role must be one of: admin, supervisor, agent, integration") from None
+    label = get_str(doc, "label", required=False, max_len=200) or ""
+    agent_id = get_uuid(doc, "agent_id", required=False)
+    issued, position = await rt.writer.run(
+        lambda uow: rt.app.issue_token_in(uow, principal.tenant_id, role, label, agent_id)
+    )
+    await _settle_directory(request, position)
+    return web.json_response(
+        {"token_id": str(issued.token_id), "token": issued.token, "role": issued.role.value},
+        status=201,
+    )
+
+
+async def _settle_directory(request: web.Request, position: int | None) -> None:
+    rt = _rt(request)
+    if position is not None:
+        await rt.feed.progress.wait("directory", position, rt.settings.projection_wait_ms / 1000)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    principal = await _principal(request, ADMIN)
+    rt = _rt(request)
+
+    def query() -> list[dict[str, Any]]:
+        with rt.readdb.read() as tx:
+            rows = directory.list_tokens(tx, str(principal.tenant_id))
+        return [
+            {
+                "token_id": r["id"],
+                "role": r["role"],
+                "label": r["label"],
+                "agent_id": r["agent_id"],
+                "issued_at": iso(r["issued_at"]),
+                "revoked_at": iso(r["revoked_at"]),
+            }
+            for r in rows
+        ]
+
+    return web.json_response({"items": await asyncio.to_thread(query)})
+
+
+async def delete_token(request: web.Request) -> web.Response:
+    principal = await _principal(request, ADMIN)
+    rt = _rt(request)
+    token_id = _path_uuid(request, "token_id")
+    _, position = await rt.writer.run(
+        lambda uow: rt.app.revoke_token_in(uow, principal.tenant_id, token_id)
+    )
+    request.app[AUTH].forget_token(token_id)
+    await _settle_directory(request, position)
+    return web.Response(status=204)
+
+
+async def post_agent(request: web.Request) -> web.Response:
+    principal = await _principal(request, ADMIN)
+    rt = _rt(request)
+    doc = await read_json(request)
+    reject_unknown(doc, {"name", "email", "skills"})
+    name = get_str(doc, "name", max_len=200)
+    email = get_str(doc, "email", required=False, max_len=320)
+    skills = doc.get("skills") or []
+    if not isinstance(skills, list) or not all(isinstance(s, str) for s in skills):
+        raise ValidationError("skills must be a list of strings like 'billing:3'")
+    assert name is not None
+    agent_id, position = await rt.writer.run(
+        lambda uow: rt.app.create_agent_in(uow, principal.tenant_id, name, email, skills)
+    )
+    await _settle_directory(request, position)
+    return web.json_response({"agent_id": str(agent_id)}, status=201)
+
+
+async def list_agents(request: web.Request) -> web.Response:
+    principal = await _principal(request, SUPERVISORS)
+    rt = _rt(request)
+
+    def query() -> list[dict[str, Any]]:
+        rt.vault.refresh()
+        with rt.readdb.read() as tx:
+            rows = directory.list_agents(tx, str(principal.tenant_id))
+        items = []
+        for r in rows:
+            opener = Opener(rt.vault)
+            item: dict[str, Any] = {
+                "agent_id": r["id"],
+                "name": opener.text(r["name"]),
+                "email": opener.text(r["email"]),
+                "skills": loads(str(r["skills"])),
+                "created_at": iso(r["created_at"]),
+            }
+            if opener.erased:
+                item["erased"] = True
+            items.append(item)
+        return items
+
+    return web.json_response({"items": await asyncio.to_thread(query)})
+
+
+async def post_queue(request: web.Request) -> web.Response:
+    principal = await _principal(request, ADMIN)
+    rt = _rt(request)
+    doc = await read_json(request)
+    reject_unknown(doc, {"name", "channels"})
+    name = get_str(doc, "name", max_len=200)
+    raw_channels = doc.get("channels") or []
+    if not isinstance(raw_channels, list):
+        raise ValidationError("channels must be a list")
+    try:
+        channels = [Channel(c) for c in raw_channels]
+    except ValueError:
+        raise ValidationError("channels must name voice, sms, whatsapp, email, webchat or social") from None
+    assert name is not None
+    queue_id, position = await rt.writer.run(
+        lambda uow: rt.app.create_queue_in(uow, principal.tenant_id, name, channels)
+    )
+    await _settle_directory(request, position)
+    return web.json_response({"queue_id": str(queue_id)}, status=201)
+
+
+async def list_queues(request: web.Request) -> web.Response:
+    principal = await _principal(request, SUPERVISORS)
+    rt = _rt(request)
+
+    def query() -> list[dict[str, Any]]:
+        with rt.readdb.read() as tx:
+            rows = directory.list_queues(tx, str(principal.tenant_id))
+        return [
+            {
+                "queue_id": r["id"],
+                "name": r["name"],
+                "channels": loads(str(r["channels"])),
+                "created_at": iso(r["created_at"]),
+            }
+            for r in rows
+        ]
+
+    return web.json_response({"items": await asyncio.to_thread(query)})
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_post("/v1/interactions", post_interaction)
+    app.router.add_get("/v1/conversations", list_conversations)
+    app.router.add_get("/v1/conversations/{conversation_id}", get_conversation)
+    app.router.add_post("/v1/conversations/{conversation_id}/replies", post_reply)
+    app.router.add_post("/v1/conversations/{conversation_id}/notes", post_note)
+    app.router.add_post("/v1/conversations/{conversation_id}/status", post_status)
+    app.router.add_post("/v1/conversations/{conversation_id}/assignment", post_assignment)
+    app.router.add_get("/v1/tenant", get_tenant)
+    app.router.add_post("/v1/tokens", post_token)
+    app.router.add_get("/v1/tokens", list_tokens)
+    app.router.add_delete("/v1/tokens/{token_id}", delete_token)
+    app.router.add_post("/v1/agents", post_agent)
+    app.router.add_get("/v1/agents", list_agents)
+    app.router.add_post("/v1/queues", post_queue)
+    app.router.add_get("/v1/queues", list_queues)

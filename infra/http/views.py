@@ -1,0 +1,132 @@
+"""Rendering read-model rows as API JSON, opening sealed values for the caller.
+
+An erased value (its scope key destroyed) renders as ``null`` and the object that held it
+carries ``"erased": true`` — the explicit erased marker of the API.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from contact_centre.privacy import Erased, Sealer
+from projections.base import loads, sealed_from_text
+
+PREVIEW_CHARS = 140
+
+
+def iso(micros: int | None) -> str | None:
+    if micros is None:
+        return None
+    moment = datetime.fromtimestamp(micros / 1_000_000, UTC)
+    text = moment.isoformat(timespec="microseconds" if moment.microsecond else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+class Opener:
+    """Opens sealed read-model text; remembers whether anything was erased."""
+
+    def __init__(self, sealer: Sealer) -> None:
+        self.sealer = sealer
+        self.erased = False
+
+    def text(self, stored: Any) -> str | None:
+        sealed = sealed_from_text(stored) if isinstance(stored, str) else stored
+        if sealed is None:
+            return None
+        value = self.sealer.open(sealed)
+        if isinstance(value, Erased):
+            self.erased = True
+            return None
+        return value
+
+
+def render_contact(row: dict[str, Any], sealer: Sealer, *, identities: bool) -> dict[str, Any]:
+    opener = Opener(sealer)
+    contact: dict[str, Any] = {
+        "id": row["contact_id"],
+        "display_name": opener.text(row.get("contact_display_name")),
+    }
+    if identities and row.get("contact_identities"):
+        contact["identities"] = [
+            {"kind": kind, "address": opener.text(address)}
+            for kind, address in loads(row["contact_identities"])
+        ]
+    if opener.erased:
+        contact["erased"] = True
+    return contact
+
+
+def render_conversation(row: dict[str, Any], sealer: Sealer, *, detail: bool) -> dict[str, Any]:
+    last: dict[str, Any] | None = None
+    if row["last_direction"] is not None:
+        opener = Opener(sealer)
+        text = opener.text(row["last_message"])
+        last = {
+            "preview": text[:PREVIEW_CHARS] if text is not None else None,
+            "direction": row["last_direction"],
+            "occurred_at": iso(row["last_message_at"]),
+        }
+        if opener.erased:
+            last["erased"] = True
+    return {
+        "id": row["id"],
+        "channel": row["channel"],
+        "status": row["status"],
+        "assignee_id": row["assignee_id"],
+        "contact": render_contact(row, sealer, identities=detail),
+        "last_message": last,
+        "unread": row["unread"],
+        "message_count": row["message_count"],
+        "opened_at": iso(row["opened_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+
+
+def render_message(row: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
+    opener = Opener(sealer)
+    message: dict[str, Any] = {
+        "id": row["id"],
+        "direction": row["direction"],
+        "body": opener.text(row["body"]),
+        "occurred_at": iso(row["occurred_at"]),
+        "recorded_at": iso(row["recorded_at"]),
+    }
+    if row["direction"] == "inbound":
+        message["provider"] = row["provider"]
+        message["from"] = {
+            "kind": row["sender_kind"],
+            "address": opener.text(row["sender"]),
+            "display_name": opener.text(row["sender_name"]),
+        }
+        subject = opener.text(row["subject"])
+        if subject is not None:
+            message["subject"] = subject
+        message["attachments"] = [
+            {
+                "name": opener.text(a["name"]),
+                "content_type": a["content_type"],
+                "size": a["size"],
+                "sha256": a["sha256"],
+                "url": opener.text(a["url"]),
+            }
+            for a in loads(row["attachments"])
+        ]
+    else:
+        message["author"] = row["author"]
+    if opener.erased:
+        message["erased"] = True
+    return message
+
+
+def render_note(row: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
+    opener = Opener(sealer)
+    note: dict[str, Any] = {
+        "id": row["id"],
+        "author": row["author"],
+        "body": opener.text(row["body"]),
+        "created_at": iso(row["occurred_at"]),
+    }
+    if opener.erased:
+        note["erased"] = True
+    return note

@@ -1,0 +1,194 @@
+"""The composition root: builds every part of one process from :class:`Settings`.
+
+Tests and commands call :func:`build` (optionally overriding the clock); nothing here
+runs at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.persistence import ApplicationRecorder
+from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.sqlite import SQLiteDatastore
+from psycopg.conninfo import conninfo_to_dict
+
+from contact_centre.application import ContactCentre
+from contact_centre.clock import Clock, SystemClock
+from infra.config import ConfigError, Settings
+from infra.db import Database, PostgresDatabase, SQLiteDatabase
+from infra.feed import InProcessFeed, ProjectionConsumer
+from infra.identities import PhoneEmailNormaliser
+from infra.store import (
+    PostgresEventStoreRecorder,
+    PostgresWriteIndex,
+    SQLiteEventStoreRecorder,
+    SQLiteWriteIndex,
+)
+from infra.vault import KeyVault
+from infra.writer import Writer
+from projections.base import Projection
+from projections.directory import DirectoryProjection
+from projections.inbox import InboxProjection
+
+log = logging.getLogger(__name__)
+
+EVENTS_TABLE = "cc_events"
+
+
+def all_projections() -> list[Projection]:
+    return [InboxProjection(), DirectoryProjection()]
+
+
+def load_or_create_master_key(data_dir: Path) -> bytes:
+    """Embedded default: a master key generated once into the data directory (mode 0600)."""
+    path = data_dir / "master.key"
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key)
+        return key
+    if len(key) != 32:
+        raise ConfigError(f"{path} does not hold a 32-byte key")
+    return key
+
+
+def postgres_datastore(url: str, *, pool_size: int = 4, max_overflow: int = 4) -> PostgresDatastore:
+    params = conninfo_to_dict(url)
+    return PostgresDatastore(
+        dbname=str(params.get("dbname", "postgres")),
+        host=str(params.get("host", "127.0.0.1")),
+        port=str(params.get("port", "5432")),
+        user=str(params.get("user", "postgres")),
+        password=str(params.get("password", "")),
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        lock_timeout=10,
+        idle_in_transaction_session_timeout=30,
+        pre_ping=True,
+    )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    app: ContactCentre
+    vault: KeyVault
+    readdb: Database
+    feed: InProcessFeed
+    writer: Writer
+    consumers: list[ProjectionConsumer]
+    clock: Clock
+    _closers: list[Any] = field(default_factory=list)
+    started: bool = False
+
+    def consumer(self, name: str) -> ProjectionConsumer:
+        for consumer in self.consumers:
+            if consumer.name == name:
+                return consumer
+        raise KeyError(name)
+
+    def start(self) -> None:
+        if not self.started:
+            self.feed.start()
+            self.writer.start()
+            self.started = True
+
+    def stop(self) -> None:
+        if self.started:
+            self.writer.stop()
+            self.feed.stop()
+            self.started = False
+
+    def close(self) -> None:
+        self.stop()
+        for closer in reversed(self._closers):
+            try:
+                closer()
+            except Exception:  # closing is best effort; report and carry on
+                log.exception("error while closing")
+        self._closers.clear()
+
+    def catch_up(self) -> None:
+        """Bring every projection up to date synchronously (CLI, tests)."""
+        for consumer in self.consumers:
+            self.feed.catch_up(consumer)
+
+
+def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
+    clock = clock or SystemClock()
+    closers: list[Any] = []
+    recorder: ApplicationRecorder
+    if settings.database_url:
+        if settings.master_key is None:
+            raise ConfigError("CC_MASTER_KEY is required with CC_DATABASE_URL (all processes share it)")
+        master_key = settings.master_key
+        datastore = postgres_datastore(settings.database_url)
+        closers.append(datastore.close)
+        pg_recorder = PostgresEventStoreRecorder(datastore, events_table_name=EVENTS_TABLE)
+        pg_recorder.create_table()
+        recorder = pg_recorder
+        index: Any = PostgresWriteIndex(datastore)
+        readdb: Database = PostgresDatabase(settings.database_url)
+        closers.append(readdb.close)
+        vault_db: Database = readdb
+    else:
+        data_dir = settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(data_dir, 0o700)
+        master_key = settings.master_key or load_or_create_master_key(data_dir)
+        sqlite_store = SQLiteDatastore(db_name=str(data_dir / "events.sqlite"), lock_timeout=30)
+        closers.append(sqlite_store.close)
+        sqlite_recorder = SQLiteEventStoreRecorder(sqlite_store)
+        sqlite_recorder.create_table()
+        recorder = sqlite_recorder
+        index = SQLiteWriteIndex(sqlite_store)
+        vault_db = SQLiteDatabase(
+            str(data_dir / "vault.sqlite"), journal_mode="DELETE", secure_delete=True
+        )
+        closers.append(vault_db.close)
+        # Read models can be rebuilt from the log, so they trade the last few commits
+        # on power loss (never consistency: rows and tracking commit together) for speed.
+        readdb = SQLiteDatabase(str(data_dir / "readmodels.sqlite"), synchronous="NORMAL")
+        closers.append(readdb.close)
+
+    vault = KeyVault(vault_db, master_key, clock=clock)
+    vault.create_tables()
+    app = ContactCentre(
+        recorder=recorder,
+        index=index,
+        sealer=vault,
+        normaliser=PhoneEmailNormaliser(),
+        clock=clock,
+    )
+    feed = InProcessFeed(recorder, app.mapper)
+    consumers = [ProjectionConsumer(p, readdb) for p in all_projections()]
+    for consumer in consumers:
+        consumer.setup()
+        feed.add(consumer)
+    writer = Writer(
+        app,
+        max_batch=settings.writer_batch,
+        max_queue=settings.writer_queue,
+        before_batch=vault.refresh if settings.is_scaled else None,
+        after_commit=lambda _position: feed.notify(),
+    )
+    return Runtime(
+        settings=settings,
+        app=app,
+        vault=vault,
+        readdb=readdb,
+        feed=feed,
+        writer=writer,
+        consumers=consumers,
+        clock=clock,
+        _closers=closers,
+    )

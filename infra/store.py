@@ -1,0 +1,169 @@
+"""The event store: eventsourcing recorders extended with the write-side index.
+
+The index (``cc_index``: namespace, key, value) holds the unique lookups the application
+needs to decide (provider message id → receipt, identity hash → contact, thread hash →
+conversation, token hash → principal). Its changes are applied in the same transaction
+as the events they belong with, so a crash can never leave one without the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.persistence import (
+    InterfaceError,
+    IntegrityError,
+    OperationalError,
+    StoredEvent,
+)
+from eventsourcing.postgres import (
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresProcessRecorder,
+)
+from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteProcessRecorder
+from eventsourcing.utils import retry
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+from contact_centre.ports import IndexOp, IndexOpKind
+
+INDEX_TABLE = "cc_index"
+INDEX_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {INDEX_TABLE} ("
+    "namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, "
+    "PRIMARY KEY (namespace, key))"
+)
+_MAX_KEYS_PER_SELECT = 500
+
+
+class IndexConflictError(IntegrityError):
+    """A compare-and-set on the index found another value: someone else won the race."""
+
+
+def _apply_index_ops(cursor: Any, ops: Sequence[IndexOp], placeholder: str) -> None:
+    p = placeholder
+    for op in ops:
+        if op.kind is IndexOpKind.INSERT:
+            cursor.execute(
+                f"INSERT INTO {INDEX_TABLE} (namespace, key, value) VALUES ({p}, {p}, {p})",
+                (op.namespace, op.key, op.value),
+            )
+        elif op.kind is IndexOpKind.UPSERT:
+            cursor.execute(
+                f"INSERT INTO {INDEX_TABLE} (namespace, key, value) VALUES ({p}, {p}, {p}) "
+                "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
+                (op.namespace, op.key, op.value),
+            )
+        elif op.kind is IndexOpKind.DELETE:
+            cursor.execute(
+                f"DELETE FROM {INDEX_TABLE} WHERE namespace = {p} AND key = {p}",
+                (op.namespace, op.key),
+            )
+        else:
+            cursor.execute(
+                f"UPDATE {INDEX_TABLE} SET value = {p} "
+                f"WHERE namespace = {p} AND key = {p} AND value = {p}",
+                (op.value, op.namespace, op.key, op.expected),
+            )
+            if cursor.rowcount != 1:
+                raise IndexConflictError(f"index {op.namespace} changed concurrently")
+
+
+class SQLiteEventStoreRecorder(SQLiteProcessRecorder):
+    """Events, tracking and the write-side index in one SQLite file."""
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), INDEX_DDL]
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        returning = super()._insert_events(c, stored_events, **kwargs)
+        _apply_index_ops(c.sqlite_cursor, kwargs.get("index_ops") or (), "?")
+        return returning
+
+
+class SQLiteWriteIndex:
+    def __init__(self, datastore: SQLiteDatastore) -> None:
+        self.datastore = datastore
+
+    def get_many(self, namespace: str, keys: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(keys), _MAX_KEYS_PER_SELECT):
+                chunk = list(keys[start : start + _MAX_KEYS_PER_SELECT])
+                marks = ",".join("?" * len(chunk))
+                c.execute(
+                    f"SELECT key, value FROM {INDEX_TABLE} "
+                    f"WHERE namespace = ? AND key IN ({marks})",
+                    [namespace, *chunk],
+                )
+                found.update((row[0], row[1]) for row in c.fetchall())
+        return found
+
+    def scan(self, namespace: str) -> list[tuple[str, str]]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT key, value FROM {INDEX_TABLE} WHERE namespace = ? ORDER BY key",
+                [namespace],
+            )
+            return [(row[0], row[1]) for row in c.fetchall()]
+
+
+class PostgresEventStoreRecorder(PostgresProcessRecorder):
+    """Events, tracking and the write-side index in one PostgreSQL transaction.
+
+    Writers still take the library's EXCLUSIVE table lock (so notification ids commit in
+    order); index changes are made first, so the table lock is always the last lock a
+    writer waits for and two writers cannot deadlock.
+    """
+
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str) -> None:
+        super().__init__(
+            datastore,
+            events_table_name=events_table_name,
+            tracking_table_name=f"{events_table_name}_tracking",
+        )
+        self.sql_create_statements.append(SQL(INDEX_DDL))  # type: ignore[arg-type]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        notification_ids: list[int] = []
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            tracking = kwargs.get("tracking")
+            if tracking is not None:
+                self._insert_tracking(curs, tracking)
+            _apply_index_ops(curs, kwargs.get("index_ops") or (), "%s")
+            if stored_events:
+                PostgresApplicationRecorder._insert_stored_events(self, curs, stored_events)
+                notification_ids = [row["notification_id"] for row in curs.fetchall()]
+        return notification_ids
+
+
+class PostgresWriteIndex:
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        self.datastore = datastore
+        self._select = SQL(
+            "SELECT key, value FROM {table} WHERE namespace = %s AND key = ANY(%s)"
+        ).format(table=Identifier(INDEX_TABLE))
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def get_many(self, namespace: str, keys: Sequence[str]) -> dict[str, str]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._select, (namespace, list(keys)), prepare=True)
+            rows: list[DictRow] = curs.fetchall()
+            return {row["key"]: row["value"] for row in rows}
+
+    def scan(self, namespace: str) -> list[tuple[str, str]]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                SQL("SELECT key, value FROM {table} WHERE namespace = %s ORDER BY key").format(
+                    table=Identifier(INDEX_TABLE)
+                ),
+                (namespace,),
+            )
+            return [(row["key"], row["value"]) for row in curs.fetchall()]

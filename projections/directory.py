@@ -1,0 +1,97 @@
+"""The directory: a tenant's API tokens, agents and queues, for listing in the API."""
+
+from __future__ import annotations
+
+from contact_centre.staff import Agent, Queue
+from contact_centre.tenancy import ApiToken
+from projections.base import Projection, Tx, dumps, handles, micros, sealed_text
+
+
+class DirectoryProjection(Projection):
+    name = "directory"
+    tables = ("rm_tokens", "rm_agents", "rm_queues")
+    ddl = (
+        "CREATE TABLE IF NOT EXISTS rm_tokens ("
+        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, role TEXT NOT NULL, label TEXT NOT NULL,"
+        " agent_id TEXT, issued_at BIGINT NOT NULL, revoked_at BIGINT)",
+        "CREATE INDEX IF NOT EXISTS rm_tokens_tenant ON rm_tokens (tenant_id, issued_at)",
+        "CREATE TABLE IF NOT EXISTS rm_agents ("
+        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, name TEXT, email TEXT,"
+        " skills TEXT NOT NULL, created_at BIGINT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS rm_agents_tenant ON rm_agents (tenant_id, created_at)",
+        "CREATE TABLE IF NOT EXISTS rm_queues ("
+        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, name TEXT NOT NULL,"
+        " channels TEXT NOT NULL, created_at BIGINT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS rm_queues_tenant ON rm_queues (tenant_id, created_at)",
+    )
+
+    @handles(ApiToken.Issued)
+    def _token_issued(self, tx: Tx, e: ApiToken.Issued, position: int) -> None:
+        tx.execute(
+            "INSERT INTO rm_tokens (id, tenant_id, role, label, agent_id, issued_at, revoked_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (id) DO NOTHING",
+            (
+                str(e.originator_id),
+                str(e.tenant_id),
+                e.role,
+                e.label,
+                str(e.agent_id) if e.agent_id else None,
+                micros(e.at),
+            ),
+        )
+
+    @handles(ApiToken.Revoked)
+    def _token_revoked(self, tx: Tx, e: ApiToken.Revoked, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_tokens SET revoked_at = ? WHERE id = ?", (micros(e.at), str(e.originator_id))
+        )
+
+    @handles(Agent.Created)
+    def _agent_created(self, tx: Tx, e: Agent.Created, position: int) -> None:
+        tx.execute(
+            "INSERT INTO rm_agents (id, tenant_id, name, email, skills, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (
+                str(e.originator_id),
+                str(e.tenant_id),
+                sealed_text(e.name),
+                sealed_text(e.email),
+                dumps(e.skills),
+                micros(e.at),
+            ),
+        )
+
+    @handles(Queue.Created)
+    def _queue_created(self, tx: Tx, e: Queue.Created, position: int) -> None:
+        tx.execute(
+            "INSERT INTO rm_queues (id, tenant_id, name, channels, created_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (str(e.originator_id), str(e.tenant_id), e.name, dumps(e.channels), micros(e.at)),
+        )
+
+
+def list_tokens(tx: Tx, tenant_id: str) -> list[dict[str, object]]:
+    keys = ("id", "role", "label", "agent_id", "issued_at", "revoked_at")
+    tx.execute(
+        f"SELECT {', '.join(keys)} FROM rm_tokens WHERE tenant_id = ? ORDER BY issued_at, id",
+        (tenant_id,),
+    )
+    return [dict(zip(keys, row, strict=True)) for row in tx.fetchall()]
+
+
+def list_agents(tx: Tx, tenant_id: str) -> list[dict[str, object]]:
+    keys = ("id", "name", "email", "skills", "created_at")
+    tx.execute(
+        f"SELECT {', '.join(keys)} FROM rm_agents WHERE tenant_id = ? ORDER BY created_at, id",
+        (tenant_id,),
+    )
+    return [dict(zip(keys, row, strict=True)) for row in tx.fetchall()]
+
+
+def list_queues(tx: Tx, tenant_id: str) -> list[dict[str, object]]:
+    keys = ("id", "name", "channels", "created_at")
+    tx.execute(
+        f"SELECT {', '.join(keys)} FROM rm_queues WHERE tenant_id = ? ORDER BY created_at, id",
+        (tenant_id,),
+    )
+    return [dict(zip(keys, row, strict=True)) for row in tx.fetchall()]

@@ -1,0 +1,293 @@
+"""The inbox: per conversation what an agent scans, and the messages of each conversation.
+
+Personal fields stay sealed in these rows (scope key in the vault); the API opens them
+only to answer an authorised request.
+"""
+
+from __future__ import annotations
+
+from contact_centre.contacts import Contact
+from contact_centre.conversations import Conversation, ConversationStatus
+from projections.base import Projection, Tx, dumps, handles, loads, micros, sealed_text
+
+
+class InboxProjection(Projection):
+    name = "inbox"
+    tables = ("rm_conversations", "rm_messages", "rm_contacts")
+    ddl = (
+        "CREATE TABLE IF NOT EXISTS rm_conversations ("
+        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, channel TEXT NOT NULL,"
+        " contact_id TEXT NOT NULL, status TEXT NOT NULL, assignee_id TEXT,"
+        " last_message TEXT, last_direction TEXT, last_message_at BIGINT,"
+        " unread INTEGER NOT NULL, message_count INTEGER NOT NULL,"
+        " opened_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS rm_conversations_recent"
+        " ON rm_conversations (tenant_id, updated_at, id)",
+        "CREATE INDEX IF NOT EXISTS rm_conversations_status"
+        " ON rm_conversations (tenant_id, status, updated_at)",
+        "CREATE INDEX IF NOT EXISTS rm_conversations_contact"
+        " ON rm_conversations (tenant_id, contact_id)",
+        "CREATE TABLE IF NOT EXISTS rm_messages ("
+        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, conversation_id TEXT NOT NULL,"
+        " kind TEXT NOT NULL, direction TEXT, author TEXT, provider TEXT,"
+        " sender_kind TEXT, sender TEXT, sender_name TEXT, subject TEXT, body TEXT,"
+        " attachments TEXT NOT NULL, occurred_at BIGINT NOT NULL,"
+        " recorded_at BIGINT NOT NULL, position BIGINT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS rm_messages_conversation"
+        " ON rm_messages (conversation_id, occurred_at, position)",
+        "CREATE TABLE IF NOT EXISTS rm_contacts ("
+        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, display_name TEXT,"
+        " identities TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+    )
+
+    # -- contacts ----------------------------------------------------------------------
+    @handles(Contact.Registered)
+    def _contact_registered(self, tx: Tx, e: Contact.Registered, position: int) -> None:
+        tx.execute(
+            "INSERT INTO rm_contacts (id, tenant_id, display_name, identities, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (
+                str(e.originator_id),
+                str(e.tenant_id),
+                sealed_text(e.display_name),
+                dumps([[e.identity_kind, e.identity_address]]),
+                micros(e.at),
+                micros(e.at),
+            ),
+        )
+
+    @handles(Contact.IdentityLinked)
+    def _identity_linked(self, tx: Tx, e: Contact.IdentityLinked, position: int) -> None:
+        tx.execute("SELECT identities FROM rm_contacts WHERE id = ?", (str(e.originator_id),))
+        row = tx.fetchone()
+        if row is None:
+            return
+        identities = loads(row[0])
+        identities.append([e.kind, e.address])
+        tx.execute(
+            "UPDATE rm_contacts SET identities = ?, updated_at = ? WHERE id = ?",
+            (dumps(identities), micros(e.at), str(e.originator_id)),
+        )
+
+    @handles(Contact.DetailsCorrected)
+    def _details_corrected(self, tx: Tx, e: Contact.DetailsCorrected, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_contacts SET display_name = ?, updated_at = ? WHERE id = ?",
+            (sealed_text(e.display_name), micros(e.at), str(e.originator_id)),
+        )
+
+    # -- conversations -----------------------------------------------------------------
+    @handles(Conversation.Opened)
+    def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
+        at = micros(e.at)
+        tx.execute(
+            "INSERT INTO rm_conversations (id, tenant_id, channel, contact_id, status,"
+            " assignee_id, last_message, last_direction, last_message_at, unread,"
+            " message_count, opened_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, 0, 0, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (
+                str(e.originator_id),
+                str(e.tenant_id),
+                e.channel,
+                str(e.contact_id),
+                ConversationStatus.OPEN.value,
+                at,
+                at,
+            ),
+        )
+
+    def _tenant_of(self, tx: Tx, conversation_id: str) -> str | None:
+        tx.execute("SELECT tenant_id FROM rm_conversations WHERE id = ?", (conversation_id,))
+        row = tx.fetchone()
+        return None if row is None else str(row[0])
+
+    @handles(Conversation.MessageReceived)
+    def _message_received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
+        conversation_id = str(e.originator_id)
+        tenant_id = self._tenant_of(tx, conversation_id)
+        if tenant_id is None:
+            return
+        occurred = micros(e.occurred_at)
+        tx.execute(
+            "INSERT INTO rm_messages (id, tenant_id, conversation_id, kind, direction, author,"
+            " provider, sender_kind, sender, sender_name, subject, body, attachments,"
+            " occurred_at, recorded_at, position)"
+            " VALUES (?, ?, ?, 'message', 'inbound', NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (
+                str(e.message_id),
+                tenant_id,
+                conversation_id,
+                e.provider,
+                e.sender_kind,
+                sealed_text(e.sender),
+                sealed_text(e.sender_name),
+                sealed_text(e.subject),
+                sealed_text(e.body),
+                dumps(e.attachments),
+                occurred,
+                micros(e.at),
+                position,
+            ),
+        )
+        tx.execute(
+            "UPDATE rm_conversations SET last_message = ?, last_direction = 'inbound',"
+            " last_message_at = ?, unread = unread + 1, message_count = message_count + 1,"
+            " updated_at = ? WHERE id = ?",
+            (sealed_text(e.body), occurred, micros(e.at), conversation_id),
+        )
+
+    @handles(Conversation.MessageSent)
+    def _message_sent(self, tx: Tx, e: Conversation.MessageSent, position: int) -> None:
+        conversation_id = str(e.originator_id)
+        tenant_id = self._tenant_of(tx, conversation_id)
+        if tenant_id is None:
+            return
+        at = micros(e.at)
+        tx.execute(
+            "INSERT INTO rm_messages (id, tenant_id, conversation_id, kind, direction, author,"
+            " provider, sender_kind, sender, sender_name, subject, body, attachments,"
+            " occurred_at, recorded_at, position)"
+            " VALUES (?, ?, ?, 'message', 'outbound', ?, NULL, NULL, NULL, NULL, NULL, ?,"
+            " '[]', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (str(e.message_id), tenant_id, conversation_id, e.author, sealed_text(e.body), at, at,
+             position),
+        )
+        tx.execute(
+            "UPDATE rm_conversations SET last_message = ?, last_direction = 'outbound',"
+            " last_message_at = ?, unread = 0, message_count = message_count + 1,"
+            " updated_at = ? WHERE id = ?",
+            (sealed_text(e.body), at, at, conversation_id),
+        )
+
+    @handles(Conversation.NoteAdded)
+    def _note_added(self, tx: Tx, e: Conversation.NoteAdded, position: int) -> None:
+        conversation_id = str(e.originator_id)
+        tenant_id = self._tenant_of(tx, conversation_id)
+        if tenant_id is None:
+            return
+        at = micros(e.at)
+        tx.execute(
+            "INSERT INTO rm_messages (id, tenant_id, conversation_id, kind, direction, author,"
+            " provider, sender_kind, sender, sender_name, subject, body, attachments,"
+            " occurred_at, recorded_at, position)"
+            " VALUES (?, ?, ?, 'note', NULL, ?, NULL, NULL, NULL, NULL, NULL, ?, '[]', ?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (str(e.note_id), tenant_id, conversation_id, e.author, sealed_text(e.body), at, at,
+             position),
+        )
+
+    @handles(Conversation.Assigned)
+    def _assigned(self, tx: Tx, e: Conversation.Assigned, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_conversations SET assignee_id = ?, updated_at = ? WHERE id = ?",
+            (str(e.agent_id) if e.agent_id else None, micros(e.at), str(e.originator_id)),
+        )
+
+    def _status(self, tx: Tx, conversation_id: str, status: ConversationStatus, at: int) -> None:
+        tx.execute(
+            "UPDATE rm_conversations SET status = ?, updated_at = ? WHERE id = ?",
+            (status.value, at, conversation_id),
+        )
+
+    @handles(Conversation.MarkedPending)
+    def _pending(self, tx: Tx, e: Conversation.MarkedPending, position: int) -> None:
+        self._status(tx, str(e.originator_id), ConversationStatus.PENDING, micros(e.at))
+
+    @handles(Conversation.Resolved)
+    def _resolved(self, tx: Tx, e: Conversation.Resolved, position: int) -> None:
+        self._status(tx, str(e.originator_id), ConversationStatus.RESOLVED, micros(e.at))
+
+    @handles(Conversation.Reopened)
+    def _reopened(self, tx: Tx, e: Conversation.Reopened, position: int) -> None:
+        self._status(tx, str(e.originator_id), ConversationStatus.OPEN, micros(e.at))
+
+    @handles(Conversation.Closed)
+    def _closed(self, tx: Tx, e: Conversation.Closed, position: int) -> None:
+        self._status(tx, str(e.originator_id), ConversationStatus.CLOSED, micros(e.at))
+
+
+# -- queries -------------------------------------------------------------------------------
+CONVERSATION_COLUMNS = (
+    "c.id, c.channel, c.contact_id, c.status, c.assignee_id, c.last_message, c.last_direction,"
+    " c.last_message_at, c.unread, c.message_count, c.opened_at, c.updated_at,"
+    " k.display_name, k.identities"
+)
+_CONVERSATION_KEYS = (
+    "id", "channel", "contact_id", "status", "assignee_id", "last_message", "last_direction",
+    "last_message_at", "unread", "message_count", "opened_at", "updated_at",
+    "contact_display_name", "contact_identities",
+)
+
+
+def _conversation_row(row: tuple[object, ...]) -> dict[str, object]:
+    return dict(zip(_CONVERSATION_KEYS, row, strict=True))
+
+
+def list_conversations(
+    tx: Tx,
+    tenant_id: str,
+    *,
+    status: str | None = None,
+    channel: str | None = None,
+    assignee: str | None = None,
+    contact_id: str | None = None,
+    after: tuple[int, str] | None = None,
+    limit: int = 50,
+) -> list[dict[str, object]]:
+    """Newest activity first; ``after`` is the (updated_at, id) of the last row seen."""
+    where = ["c.tenant_id = ?"]
+    params: list[object] = [tenant_id]
+    if status is not None:
+        where.append("c.status = ?")
+        params.append(status)
+    if channel is not None:
+        where.append("c.channel = ?")
+        params.append(channel)
+    if assignee == "none":
+        where.append("c.assignee_id IS NULL")
+    elif assignee is not None:
+        where.append("c.assignee_id = ?")
+        params.append(assignee)
+    if contact_id is not None:
+        where.append("c.contact_id = ?")
+        params.append(contact_id)
+    if after is not None:
+        where.append("(c.updated_at < ? OR (c.updated_at = ? AND c.id < ?))")
+        params.extend([after[0], after[0], after[1]])
+    params.append(limit)
+    tx.execute(
+        f"SELECT {CONVERSATION_COLUMNS} FROM rm_conversations c"
+        " LEFT JOIN rm_contacts k ON k.id = c.contact_id"
+        f" WHERE {' AND '.join(where)} ORDER BY c.updated_at DESC, c.id DESC LIMIT ?",
+        params,
+    )
+    return [_conversation_row(row) for row in tx.fetchall()]
+
+
+def get_conversation(tx: Tx, tenant_id: str, conversation_id: str) -> dict[str, object] | None:
+    tx.execute(
+        f"SELECT {CONVERSATION_COLUMNS} FROM rm_conversations c"
+        " LEFT JOIN rm_contacts k ON k.id = c.contact_id"
+        " WHERE c.tenant_id = ? AND c.id = ?",
+        (tenant_id, conversation_id),
+    )
+    row = tx.fetchone()
+    return None if row is None else _conversation_row(row)
+
+
+_MESSAGE_KEYS = (
+    "id", "kind", "direction", "author", "provider", "sender_kind", "sender", "sender_name",
+    "subject", "body", "attachments", "occurred_at", "recorded_at",
+)
+
+
+def list_messages(tx: Tx, tenant_id: str, conversation_id: str) -> list[dict[str, object]]:
+    """Messages and notes of one conversation in time order."""
+    tx.execute(
+        f"SELECT {', '.join(_MESSAGE_KEYS)} FROM rm_messages"
+        " WHERE tenant_id = ? AND conversation_id = ? ORDER BY occurred_at, position",
+        (tenant_id, conversation_id),
+    )
+    return [dict(zip(_MESSAGE_KEYS, row, strict=True)) for row in tx.fetchall()]
