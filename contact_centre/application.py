@@ -8,10 +8,13 @@ command when anything in the batch fails. Every personal value is sealed through
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import random
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -50,12 +53,12 @@ A = TypeVar("A", bound=Aggregate)
 
 # Namespaces of the write-side index (see ports.WriteIndex).
 NS_TENANT = "tenant"  # tenant id -> {"status", "phone_region"}
-NS_TOKEN = "token"  # sha256(token) -> principal
+NS_TOKEN = "token"  # noqa: S105  (sha256(token) -> principal)
 NS_RECEIPT = "receipt"  # blind(provider, provider message id) -> ids of what it created
 NS_IDENTITY = "identity"  # blind(kind:address) -> contact id
 NS_THREAD = "thread"  # blind(channel, thread key) -> current conversation id
 
-TOKEN_PREFIX = "cc_"
+TOKEN_PREFIX = "cc_"  # noqa: S105  (a prefix, not a secret)
 
 
 class SealedAsList(Transcoding):
@@ -166,10 +169,8 @@ class UnitOfWork:
         cache = self.app.repository.cache
         if cache is not None:
             for aggregate_id in self._aggregates:
-                try:
+                with contextlib.suppress(KeyError):
                     cache.get(aggregate_id, evict=True)
-                except KeyError:
-                    pass
 
 
 class ContactCentre(Application[UUID]):
@@ -178,7 +179,7 @@ class ContactCentre(Application[UUID]):
     name = "contact_centre"
     # The writer owns the cached aggregates and evicts what a failed unit touched, so the
     # cache can hand out the cached object itself instead of a deep copy.
-    env = {  # noqa: RUF012
+    env = {
         "AGGREGATE_CACHE_MAXSIZE": "20000",
         "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
     }
@@ -192,7 +193,7 @@ class ContactCentre(Application[UUID]):
         normaliser: IdentityNormaliser,
         clock: Clock | None = None,
         env: EnvType | None = None,
-        max_attempts: int = 8,
+        max_attempts: int = 12,
     ) -> None:
         self._injected_recorder = recorder
         self.index = index
@@ -233,6 +234,8 @@ class ContactCentre(Application[UUID]):
                 if attempt == self.max_attempts:
                     raise
                 log.info("write conflict, retrying (attempt %d)", attempt)
+                # Jittered exponential backoff, so racing writers stop colliding.
+                time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
                 continue
             except BaseException:
                 uow.discard()
@@ -539,7 +542,9 @@ class ContactCentre(Application[UUID]):
         return conversation
 
     # == agent work on conversations ===================================================
-    def _conversation(self, uow: UnitOfWork, tenant_id: UUID, conversation_id: UUID) -> Conversation:
+    def _conversation(
+        self, uow: UnitOfWork, tenant_id: UUID, conversation_id: UUID
+    ) -> Conversation:
         self._require_active_tenant(uow, tenant_id)
         return uow.get(conversation_id, Conversation, tenant_id)
 
@@ -623,7 +628,12 @@ class ContactCentre(Application[UUID]):
 
     # == contacts ======================================================================
     def correct_contact_in(
-        self, uow: UnitOfWork, tenant_id: UUID, contact_id: UUID, display_name: str | None, source: str
+        self,
+        uow: UnitOfWork,
+        tenant_id: UUID,
+        contact_id: UUID,
+        display_name: str | None,
+        source: str,
     ) -> None:
         self._require_active_tenant(uow, tenant_id)
         contact = uow.get(contact_id, Contact, tenant_id)
@@ -668,7 +678,12 @@ class ContactCentre(Application[UUID]):
         if email is not None:
             email = self.normaliser.normalise(Identity(IdentityKind.EMAIL, email)).address
         agent = Agent.create(
-            agent_id, tenant_id, self._seal(scope, name), self._seal_opt(scope, email), skills, uow.now
+            agent_id,
+            tenant_id,
+            self._seal(scope, name),
+            self._seal_opt(scope, email),
+            skills,
+            uow.now,
         )
         uow.add(agent)
         return agent_id

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -15,6 +15,35 @@ class Clock(Protocol):
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+class ManualClock:
+    """A clock that only moves when told to (tests, dry runs, the retention CLI)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime.now(UTC)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def set(self, moment: datetime) -> None:
+        self._now = require_aware_utc(moment, "moment")
+
+    def advance(self, delta: timedelta) -> None:
+        self._now = self._now + delta
+
+
+class ShiftedClock:
+    """Real time plus an offset that can be moved forward (time travel that still ticks)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, delta: timedelta) -> None:
+        self.offset += delta
 
 
 def require_aware_utc(value: datetime, field: str) -> datetime:

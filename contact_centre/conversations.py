@@ -22,7 +22,7 @@ class ConversationStatus(StrEnum):
 
 
 class Conversation(Aggregate):
-    """Content (bodies, subjects, addresses, thread key) is sealed under the conversation's scope."""
+    """A thread with one contact; its content is sealed under the conversation's scope."""
 
     class Opened(Aggregate.Created):
         tenant_id: UUID

@@ -47,5 +47,5 @@ class IdentityNormaliser(Protocol):
     """Brings an identity into canonical form (E.164 phone numbers, lower-case email)."""
 
     def normalise(self, identity: Identity, default_region: str | None = None) -> Identity:
-        """Return the canonical identity or raise :class:`~contact_centre.errors.ValidationError`."""
+        """The canonical identity, or :class:`~contact_centre.errors.ValidationError`."""
         ...

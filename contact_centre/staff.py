@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from uuid import UUID
 
@@ -11,13 +12,20 @@ from contact_centre.errors import ValidationError
 from contact_centre.interaction import Channel
 from contact_centre.privacy import Sealed
 
+_SKILL = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}(:[0-9]{1,2})?$")
+
 
 def _check_skills(skills: list[str]) -> list[str]:
+    """Skills are ``name`` or ``name:level`` (level 0-99), e.g. ``billing:3``."""
+    normalised = []
     for skill in skills:
-        name, _, level = skill.partition(":")
-        if not name or (level and not level.isdigit()) or len(skill) > 64:
-            raise ValidationError(f"invalid skill {skill!r}: use name or name:level")
-    return sorted(set(skills))
+        text = skill.strip().lower()
+        if not _SKILL.match(text):
+            raise ValidationError(
+                f"invalid skill {skill!r}: use name or name:level, e.g. billing:3"
+            )
+        normalised.append(text)
+    return sorted(set(normalised))
 
 
 class Agent(Aggregate):

@@ -89,7 +89,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     "admin_token": issued.token,
                     "base_url": base,
                     "try": [
-                        f"curl -s -H 'Authorization: Bearer {issued.token}' {base}/v1/conversations",
+                        f"curl -s -H 'Authorization: Bearer {issued.token}' "
+                        f"{base}/v1/conversations",
                         f"curl -s -H 'Authorization: Bearer {issued.token}' "
                         f"'{base}/v1/conversations?channel=email'",
                     ],
@@ -103,7 +104,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(
-            serve_until_stopped(app, settings.host, settings.port, after_start=after_start, stop=stop)
+            serve_until_stopped(
+                app, settings.host, settings.port, after_start=after_start, stop=stop
+            )
         )
     finally:
         runtime.close()

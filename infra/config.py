@@ -85,3 +85,19 @@ class Settings:
             log_level=(env.get("CC_LOG_LEVEL") or "INFO").upper(),
             projection_wait_ms=_int(env, "CC_PROJECTION_WAIT_MS", 2_000),
         )
+
+
+@dataclass(frozen=True)
+class TestServices:
+    """Existing servers the test suite may use instead of starting its own."""
+
+    postgres_url: str | None = None
+    kafka_bootstrap: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> TestServices:
+        env = os.environ if env is None else env
+        return cls(
+            postgres_url=env.get("CC_TEST_POSTGRES_URL") or None,
+            kafka_bootstrap=env.get("CC_TEST_KAFKA_BOOTSTRAP") or None,
+        )

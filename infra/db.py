@@ -202,9 +202,12 @@ class PostgresDatabase:
 
     @contextmanager
     def read(self) -> Iterator[_PgTx]:
-        with self.pool.connection() as conn:
-            with conn.transaction(force_rollback=True), conn.cursor() as cur:
-                yield _PgTx(cur)
+        with (
+            self.pool.connection() as conn,
+            conn.transaction(force_rollback=True),
+            conn.cursor() as cur,
+        ):
+            yield _PgTx(cur)
 
     def execute_outside_transaction(self, sql: str) -> None:
         with self.pool.connection() as conn:

@@ -64,8 +64,7 @@ def read_tracking(tx: Tx, consumer: str, partition: int) -> int | None:
 def write_tracking(tx: Tx, consumer: str, partition: int, position: int) -> None:
     """Advance the position; refuse to move backwards or stand still (a double apply)."""
     tx.execute(
-        "UPDATE cc_tracking SET position = ? WHERE consumer = ? AND partition = ?"
-        " AND position < ?",
+        "UPDATE cc_tracking SET position = ? WHERE consumer = ? AND partition = ? AND position < ?",
         (position, consumer, partition, position),
     )
     if tx.rowcount == 1:

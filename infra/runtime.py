@@ -129,7 +129,9 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     recorder: ApplicationRecorder
     if settings.database_url:
         if settings.master_key is None:
-            raise ConfigError("CC_MASTER_KEY is required with CC_DATABASE_URL (all processes share it)")
+            raise ConfigError(
+                "CC_MASTER_KEY is required with CC_DATABASE_URL (all processes share it)"
+            )
         master_key = settings.master_key
         datastore = postgres_datastore(settings.database_url)
         closers.append(datastore.close)

@@ -30,7 +30,7 @@ async def serve_until_stopped(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        bound = site._server.sockets[0].getsockname() if site._server else (host, port)  # type: ignore[union-attr]
+        bound = runner.addresses[0] if runner.addresses else (host, port)
         base = f"http://{bound[0]}:{bound[1]}"
         if after_start is not None:
             await after_start(base)

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from eventsourcing.persistence import (
-    InterfaceError,
     IntegrityError,
+    InterfaceError,
     OperationalError,
     StoredEvent,
 )

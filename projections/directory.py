@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from contact_centre.staff import Agent, Queue
 from contact_centre.tenancy import ApiToken
 from projections.base import Projection, Tx, dumps, handles, micros, sealed_text
@@ -70,7 +72,7 @@ class DirectoryProjection(Projection):
         )
 
 
-def list_tokens(tx: Tx, tenant_id: str) -> list[dict[str, object]]:
+def list_tokens(tx: Tx, tenant_id: str) -> list[dict[str, Any]]:
     keys = ("id", "role", "label", "agent_id", "issued_at", "revoked_at")
     tx.execute(
         f"SELECT {', '.join(keys)} FROM rm_tokens WHERE tenant_id = ? ORDER BY issued_at, id",
@@ -79,7 +81,7 @@ def list_tokens(tx: Tx, tenant_id: str) -> list[dict[str, object]]:
     return [dict(zip(keys, row, strict=True)) for row in tx.fetchall()]
 
 
-def list_agents(tx: Tx, tenant_id: str) -> list[dict[str, object]]:
+def list_agents(tx: Tx, tenant_id: str) -> list[dict[str, Any]]:
     keys = ("id", "name", "email", "skills", "created_at")
     tx.execute(
         f"SELECT {', '.join(keys)} FROM rm_agents WHERE tenant_id = ? ORDER BY created_at, id",
@@ -88,7 +90,7 @@ def list_agents(tx: Tx, tenant_id: str) -> list[dict[str, object]]:
     return [dict(zip(keys, row, strict=True)) for row in tx.fetchall()]
 
 
-def list_queues(tx: Tx, tenant_id: str) -> list[dict[str, object]]:
+def list_queues(tx: Tx, tenant_id: str) -> list[dict[str, Any]]:
     keys = ("id", "name", "channels", "created_at")
     tx.execute(
         f"SELECT {', '.join(keys)} FROM rm_queues WHERE tenant_id = ? ORDER BY created_at, id",

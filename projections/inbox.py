@@ -6,6 +6,8 @@ only to answer an authorised request.
 
 from __future__ import annotations
 
+from typing import Any
+
 from contact_centre.contacts import Contact
 from contact_centre.conversations import Conversation, ConversationStatus
 from projections.base import Projection, Tx, dumps, handles, loads, micros, sealed_text
@@ -151,8 +153,16 @@ class InboxProjection(Projection):
             " occurred_at, recorded_at, position)"
             " VALUES (?, ?, ?, 'message', 'outbound', ?, NULL, NULL, NULL, NULL, NULL, ?,"
             " '[]', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            (str(e.message_id), tenant_id, conversation_id, e.author, sealed_text(e.body), at, at,
-             position),
+            (
+                str(e.message_id),
+                tenant_id,
+                conversation_id,
+                e.author,
+                sealed_text(e.body),
+                at,
+                at,
+                position,
+            ),
         )
         tx.execute(
             "UPDATE rm_conversations SET last_message = ?, last_direction = 'outbound',"
@@ -174,8 +184,16 @@ class InboxProjection(Projection):
             " occurred_at, recorded_at, position)"
             " VALUES (?, ?, ?, 'note', NULL, ?, NULL, NULL, NULL, NULL, NULL, ?, '[]', ?, ?, ?)"
             " ON CONFLICT (id) DO NOTHING",
-            (str(e.note_id), tenant_id, conversation_id, e.author, sealed_text(e.body), at, at,
-             position),
+            (
+                str(e.note_id),
+                tenant_id,
+                conversation_id,
+                e.author,
+                sealed_text(e.body),
+                at,
+                at,
+                position,
+            ),
         )
 
     @handles(Conversation.Assigned)
@@ -215,13 +233,24 @@ CONVERSATION_COLUMNS = (
     " k.display_name, k.identities"
 )
 _CONVERSATION_KEYS = (
-    "id", "channel", "contact_id", "status", "assignee_id", "last_message", "last_direction",
-    "last_message_at", "unread", "message_count", "opened_at", "updated_at",
-    "contact_display_name", "contact_identities",
+    "id",
+    "channel",
+    "contact_id",
+    "status",
+    "assignee_id",
+    "last_message",
+    "last_direction",
+    "last_message_at",
+    "unread",
+    "message_count",
+    "opened_at",
+    "updated_at",
+    "contact_display_name",
+    "contact_identities",
 )
 
 
-def _conversation_row(row: tuple[object, ...]) -> dict[str, object]:
+def _conversation_row(row: tuple[Any, ...]) -> dict[str, Any]:
     return dict(zip(_CONVERSATION_KEYS, row, strict=True))
 
 
@@ -235,7 +264,7 @@ def list_conversations(
     contact_id: str | None = None,
     after: tuple[int, str] | None = None,
     limit: int = 50,
-) -> list[dict[str, object]]:
+) -> list[dict[str, Any]]:
     """Newest activity first; ``after`` is the (updated_at, id) of the last row seen."""
     where = ["c.tenant_id = ?"]
     params: list[object] = [tenant_id]
@@ -266,7 +295,7 @@ def list_conversations(
     return [_conversation_row(row) for row in tx.fetchall()]
 
 
-def get_conversation(tx: Tx, tenant_id: str, conversation_id: str) -> dict[str, object] | None:
+def get_conversation(tx: Tx, tenant_id: str, conversation_id: str) -> dict[str, Any] | None:
     tx.execute(
         f"SELECT {CONVERSATION_COLUMNS} FROM rm_conversations c"
         " LEFT JOIN rm_contacts k ON k.id = c.contact_id"
@@ -278,12 +307,23 @@ def get_conversation(tx: Tx, tenant_id: str, conversation_id: str) -> dict[str, 
 
 
 _MESSAGE_KEYS = (
-    "id", "kind", "direction", "author", "provider", "sender_kind", "sender", "sender_name",
-    "subject", "body", "attachments", "occurred_at", "recorded_at",
+    "id",
+    "kind",
+    "direction",
+    "author",
+    "provider",
+    "sender_kind",
+    "sender",
+    "sender_name",
+    "subject",
+    "body",
+    "attachments",
+    "occurred_at",
+    "recorded_at",
 )
 
 
-def list_messages(tx: Tx, tenant_id: str, conversation_id: str) -> list[dict[str, object]]:
+def list_messages(tx: Tx, tenant_id: str, conversation_id: str) -> list[dict[str, Any]]:
     """Messages and notes of one conversation in time order."""
     tx.execute(
         f"SELECT {', '.join(_MESSAGE_KEYS)} FROM rm_messages"

@@ -12,7 +12,7 @@ from contact_centre.application import ContactCentre, Principal
 from contact_centre.tenancy import Role
 from infra.http.errors import ApiError
 
-PRINCIPAL = "cc.principal"
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 ALL_ROLES = frozenset(Role)
 STAFF = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.AGENT})
 

@@ -30,6 +30,7 @@ from infra.http.schemas import (
     parse_uuid,
     read_json,
     reject_unknown,
+    req_str,
 )
 from infra.http.views import Opener, iso, render_conversation, render_message, render_note
 from infra.runtime import Runtime
@@ -64,7 +65,9 @@ def _path_uuid(request: web.Request, name: str) -> UUID:
     try:
         return UUID(request.match_info[name])
     except ValueError:
-        raise ApiError(404, "not_found", f"no {name.replace('_', ' ')} {request.match_info[name]!r}") from None
+        raise ApiError(
+            404, "not_found", f"no {name.replace('_', ' ')} {request.match_info[name]!r}"
+        ) from None
 
 
 # -- health -------------------------------------------------------------------------------
@@ -98,7 +101,11 @@ async def ready(request: web.Request) -> web.Response:
         for c in rt.consumers
     }
     return web.json_response(
-        {"status": "ready", "event_store": {"position": state["latest"]}, "projections": projections}
+        {
+            "status": "ready",
+            "event_store": {"position": state["latest"]},
+            "projections": projections,
+        }
     )
 
 
@@ -268,7 +275,7 @@ async def post_status(request: web.Request) -> web.Response:
     conversation_id = _path_uuid(request, "conversation_id")
     doc = await read_json(request)
     reject_unknown(doc, {"status"})
-    raw = get_str(doc, "status", max_len=32)
+    raw = req_str(doc, "status", max_len=32)
     try:
         status = ConversationStatus(raw)
     except ValueError:
@@ -301,7 +308,10 @@ async def post_assignment(request: web.Request) -> web.Response:
     )
     await _settle(request, position)
     return web.json_response(
-        {"conversation_id": str(conversation_id), "assignee_id": str(agent_id) if agent_id else None}
+        {
+            "conversation_id": str(conversation_id),
+            "assignee_id": str(agent_id) if agent_id else None,
+        }
     )
 
 
@@ -327,11 +337,13 @@ async def post_token(request: web.Request) -> web.Response:
     rt = _rt(request)
     doc = await read_json(request)
     reject_unknown(doc, {"role", "label", "agent_id"})
-    raw_role = get_str(doc, "role", max_len=32)
+    raw_role = req_str(doc, "role", max_len=32)
     try:
         role = Role(raw_role)
     except ValueError:
-        raise ValidationError("role must be one of: admin, supervisor, agent, integration") from None
+        raise ValidationError(
+            "role must be one of: admin, supervisor, agent, integration"
+        ) from None
     label = get_str(doc, "label", required=False, max_len=200) or ""
     agent_id = get_uuid(doc, "agent_id", required=False)
     issued, position = await rt.writer.run(
@@ -440,7 +452,9 @@ async def post_queue(request: web.Request) -> web.Response:
     try:
         channels = [Channel(c) for c in raw_channels]
     except ValueError:
-        raise ValidationError("channels must name voice, sms, whatsapp, email, webchat or social") from None
+        raise ValidationError(
+            "channels must name voice, sms, whatsapp, email, webchat or social"
+        ) from None
     assert name is not None
     queue_id, position = await rt.writer.run(
         lambda uow: rt.app.create_queue_in(uow, principal.tenant_id, name, channels)

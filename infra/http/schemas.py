@@ -134,8 +134,17 @@ def parse_attachment(value: Any, index: int) -> Attachment:
 
 
 INTERACTION_FIELDS = {
-    "channel", "direction", "provider", "provider_message_id", "from", "to", "thread_key",
-    "body", "subject", "occurred_at", "attachments",
+    "channel",
+    "direction",
+    "provider",
+    "provider_message_id",
+    "from",
+    "to",
+    "thread_key",
+    "body",
+    "subject",
+    "occurred_at",
+    "attachments",
 }
 
 
@@ -157,7 +166,9 @@ def parse_interaction(doc: dict[str, Any], tenant_id: UUID, now: datetime) -> In
         provider_message_id=req_str(doc, "provider_message_id", max_len=512),
         sender=parse_identity(doc.get("from"), "from", with_name=True),
         recipient=(
-            parse_identity(recipient_raw, "to", with_name=False) if recipient_raw is not None else None
+            parse_identity(recipient_raw, "to", with_name=False)
+            if recipient_raw is not None
+            else None
         ),
         thread_key=get_str(doc, "thread_key", required=False, max_len=2000),
         body=get_str(doc, "body", required=False, max_len=100_000) or "",

@@ -1,0 +1,159 @@
+"""Tokens, roles and tenant isolation on every endpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from infra.runtime import Runtime
+from tests.helpers import Api, interaction, settle
+
+OPEN_ROUTES = {("GET", "/health"), ("GET", "/ready")}
+
+
+async def test_health_and_ready_need_no_token(client: TestClient[Any, Any]) -> None:
+    async with client.get("/health") as response:
+        assert response.status == 200
+        assert await response.json() == {"status": "ok"}
+    async with client.get("/ready") as response:
+        assert response.status == 200
+        body = await response.json()
+        assert body["status"] == "ready"
+        assert set(body["projections"]) == {"inbox", "directory"}
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "Bearer", "Bearer cc_forged-token-value", "Basic dXNlcjpwYXNz", "Bearer nonsense"],
+)
+async def test_missing_or_forged_tokens_get_401_and_write_nothing(
+    client: TestClient[Any, Any], runtime: Runtime, header: str | None
+) -> None:
+    before = runtime.app.recorder.max_notification_id()
+    headers = {"Authorization": header} if header else {}
+    async with client.post("/v1/interactions", json=interaction(), headers=headers) as response:
+        assert response.status == 401
+        assert (await response.json())["error"] == "unauthorized"
+    assert runtime.app.recorder.max_notification_id() == before
+
+
+async def test_a_revoked_token_stops_working_at_once(api: Api, runtime: Runtime) -> None:
+    token = await api.issue_token("integration", label="crm")
+    integration = api.as_token(token)
+    assert (await integration.post("/v1/interactions", interaction()))[0] == 201
+    _, listing = await api.get("/v1/tokens")
+    token_id = next(t["token_id"] for t in listing["items"] if t["label"] == "crm")
+    assert (await api.delete(f"/v1/tokens/{token_id}"))[0] == 204
+    assert (await integration.post("/v1/interactions", interaction()))[0] == 401
+    _, listing = await api.get("/v1/tokens")
+    revoked = next(t for t in listing["items"] if t["token_id"] == token_id)
+    assert revoked["revoked_at"] is not None
+    assert "token" not in revoked  # shown once, never again
+
+
+async def test_a_terminated_tenant_tokens_stop_working(api: Api, runtime: Runtime) -> None:
+    runtime.app.run(lambda uow: runtime.app.terminate_tenant_in(uow, api.tenant_id, 10))
+    status, _ = await api.get("/v1/conversations")
+    # cached principals live for at most a few seconds; this process forgets at once
+    assert status in (401, 403)
+
+
+ROLE_MATRIX = [
+    # (method, path, body, roles allowed)
+    ("POST", "/v1/interactions", interaction, {"admin", "integration"}),
+    ("GET", "/v1/conversations", None, {"admin", "supervisor", "agent"}),
+    ("POST", "/v1/tokens", {"role": "integration"}, {"admin"}),
+    ("GET", "/v1/tokens", None, {"admin"}),
+    ("POST", "/v1/agents", {"name": "X"}, {"admin"}),
+    ("GET", "/v1/agents", None, {"admin", "supervisor"}),
+    ("POST", "/v1/queues", {"name": "Billing"}, {"admin"}),
+    ("GET", "/v1/queues", None, {"admin", "supervisor"}),
+    ("GET", "/v1/tenant", None, {"admin", "supervisor", "agent", "integration"}),
+]
+
+
+async def test_each_role_reaches_exactly_its_endpoints(api: Api) -> None:
+    _, agent = await api.post("/v1/agents", {"name": "Agent A"})
+    tokens = {
+        "admin": api.token,
+        "supervisor": await api.issue_token("supervisor"),
+        "agent": await api.issue_token("agent", agent_id=agent["agent_id"]),
+        "integration": await api.issue_token("integration"),
+    }
+    for method, path, body, allowed in ROLE_MATRIX:
+        for role, token in tokens.items():
+            payload = body() if callable(body) else body
+            status, answer = await api.as_token(token).call(method, path, json=payload)
+            if role in allowed:
+                assert status < 400, (method, path, role, answer)
+            else:
+                assert (status, answer["error"]) == (403, "forbidden"), (method, path, role)
+
+
+async def test_an_integration_token_cannot_read_conversations(api: Api) -> None:
+    ids = await api.receive()
+    integration = api.as_token(await api.issue_token("integration"))
+    status, _ = await integration.get(f"/v1/conversations/{ids['conversation_id']}")
+    assert status == 403
+
+
+def cross_tenant_calls(ids: dict[str, str]) -> list[tuple[str, str, Any]]:
+    c = ids["conversation_id"]
+    return [
+        ("GET", f"/v1/conversations/{c}", None),
+        ("POST", f"/v1/conversations/{c}/replies", {"body": "x"}),
+        ("POST", f"/v1/conversations/{c}/notes", {"body": "x"}),
+        ("POST", f"/v1/conversations/{c}/status", {"status": "resolved"}),
+        ("POST", f"/v1/conversations/{c}/assignment", {"agent_id": ids["agent_id"]}),
+        ("DELETE", f"/v1/tokens/{ids['token_id']}", None),
+    ]
+
+
+LISTINGS = ["/v1/conversations", "/v1/tokens", "/v1/agents", "/v1/queues", "/v1/tenant"]
+
+
+async def test_no_request_reaches_another_tenants_data(
+    api: Api, client: TestClient[Any, Any], runtime: Runtime
+) -> None:
+    # Tenant A with a conversation, an agent, a queue and a token.
+    ids = await api.receive(body="A's secret")
+    _, agent = await api.post("/v1/agents", {"name": "A's agent"})
+    await api.post("/v1/queues", {"name": "A's queue"})
+    await api.issue_token("integration", label="A's integration")
+    _, tokens = await api.get("/v1/tokens")
+    ids["agent_id"] = agent["agent_id"]
+    ids["token_id"] = tokens["items"][-1]["token_id"]
+    await settle(runtime)
+
+    other = await Api.for_new_tenant(client, runtime, "Tenant B")
+    before = runtime.app.recorder.max_notification_id()
+    for method, path, body in cross_tenant_calls(ids):
+        status, answer = await other.call(method, path, json=body)
+        assert (status, answer["error"]) == (404, "not_found"), (method, path, answer)
+    assert runtime.app.recorder.max_notification_id() == before
+    for path in LISTINGS:
+        status, answer = await other.get(path)
+        assert status == 200
+        text = str(answer)
+        for secret in (ids["conversation_id"], ids["agent_id"], ids["token_id"], "A's"):
+            assert secret not in text, (path, secret)
+    # B's own interaction from A's customer's number lands in B's data only.
+    status, body = await other.post("/v1/interactions", interaction())
+    assert status == 201
+    assert body["conversation_id"] != ids["conversation_id"]
+
+
+async def test_the_isolation_test_covers_every_route(client: TestClient[Any, Any]) -> None:
+    covered = {("GET", "/v1/conversations/{conversation_id}")}
+    fake = {"conversation_id": "{conversation_id}", "agent_id": "a", "token_id": "{token_id}"}
+    covered |= {(m, p) for m, p, _ in cross_tenant_calls(fake)}
+    covered |= {("GET", p) for p in LISTINGS}
+    covered |= {(m, p) for m, p, _, _ in ROLE_MATRIX}
+    routes = {
+        (route.method, route.resource.canonical)
+        for route in client.app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    }
+    assert routes - covered - OPEN_ROUTES == set()

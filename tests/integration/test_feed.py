@@ -1,0 +1,151 @@
+"""The event feed: tracking commits with the rows, so restarts neither skip nor repeat."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from uuid import UUID, uuid4
+
+import pytest
+from eventsourcing.persistence import IntegrityError
+
+from contact_centre.conversations import Conversation
+from contact_centre.interaction import Channel, Direction, Identity, IdentityKind, Interaction
+from infra.config import Settings
+from infra.feed import ProjectionConsumer, write_tracking
+from infra.runtime import Runtime, build
+from projections import inbox
+from projections.base import Projection, Tx, handles
+
+
+class CountingProjection(Projection):
+    """Counts received messages; can be told to fail at one position (a crash mid-batch)."""
+
+    name = "counting"
+    tables = ("rm_test_counts",)
+    ddl = ("CREATE TABLE IF NOT EXISTS rm_test_counts (id INTEGER PRIMARY KEY, n BIGINT NOT NULL)",)
+    fail_at: ClassVar[int | None] = None
+
+    @handles(Conversation.MessageReceived)
+    def _count(self, tx: Tx, event: Any, position: int) -> None:
+        tx.execute(
+            "INSERT INTO rm_test_counts (id, n) VALUES (1, 1)"
+            " ON CONFLICT (id) DO UPDATE SET n = rm_test_counts.n + 1"
+        )
+        if position == self.fail_at:
+            raise RuntimeError("simulated crash")
+
+
+def count(runtime: Runtime) -> int:
+    with runtime.readdb.read() as tx:
+        tx.execute("SELECT n FROM rm_test_counts WHERE id = 1")
+        row = tx.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def receive_many(runtime: Runtime, tenant: UUID, n: int) -> None:
+    for i in range(n):
+        runtime.app.receive(
+            Interaction(
+                tenant_id=tenant,
+                channel=Channel.WEBCHAT,
+                direction=Direction.INBOUND,
+                provider="webchat",
+                provider_message_id=str(uuid4()),
+                sender=Identity(IdentityKind.VISITOR, f"v-{i % 3}"),
+                body=f"message {i}",
+                occurred_at=datetime.now(UTC),
+            )
+        )
+
+
+@pytest.fixture
+def counting(runtime: Runtime) -> ProjectionConsumer:
+    consumer = ProjectionConsumer(CountingProjection(), runtime.readdb)
+    consumer.setup()
+    CountingProjection.fail_at = None
+    return consumer
+
+
+def test_a_restart_neither_skips_nor_repeats(
+    runtime: Runtime, settings: Settings, counting: ProjectionConsumer
+) -> None:
+    tenant, _ = runtime.app.register_tenant("Acme")
+    receive_many(runtime, tenant, 12)
+    runtime.feed.catch_up(counting)
+    assert count(runtime) == 12
+    restarted = build(settings)
+    try:
+        again = ProjectionConsumer(CountingProjection(), restarted.readdb)
+        assert restarted.feed.catch_up(again) == 0
+        assert count(restarted) == 12
+        receive_many(restarted, tenant, 5)
+        restarted.feed.catch_up(again)
+        assert count(restarted) == 17
+    finally:
+        restarted.close()
+
+
+def test_a_crash_mid_batch_applies_nothing_of_it_and_resumes_exactly_once(
+    runtime: Runtime, counting: ProjectionConsumer
+) -> None:
+    tenant, _ = runtime.app.register_tenant("Acme")
+    receive_many(runtime, tenant, 10)
+    latest = runtime.app.recorder.max_notification_id()
+    assert latest is not None
+    CountingProjection.fail_at = latest - 2  # somewhere inside the single batch
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        runtime.feed.catch_up(counting)
+    assert count(runtime) == 0
+    assert counting.position() is None
+    CountingProjection.fail_at = None
+    runtime.feed.catch_up(counting)
+    assert count(runtime) == 10
+    assert counting.position() == latest
+
+
+def test_tracking_refuses_to_apply_a_position_twice(runtime: Runtime) -> None:
+    with runtime.readdb.transaction() as tx:
+        write_tracking(tx, "probe", -1, 5)
+    with pytest.raises(IntegrityError), runtime.readdb.transaction() as tx:
+        write_tracking(tx, "probe", -1, 5)
+    with pytest.raises(IntegrityError), runtime.readdb.transaction() as tx:
+        write_tracking(tx, "probe", -1, 3)
+
+
+def _dump(runtime: Runtime) -> dict[str, list[tuple[Any, ...]]]:
+    dump = {}
+    with runtime.readdb.read() as tx:
+        for table in ("rm_conversations", "rm_messages", "rm_contacts"):
+            tx.execute(f"SELECT * FROM {table} ORDER BY id")
+            dump[table] = tx.fetchall()
+    return dump
+
+
+def test_rebuilding_the_inbox_from_scratch_gives_the_same_rows(runtime: Runtime) -> None:
+    tenant, _ = runtime.app.register_tenant("Acme")
+    receive_many(runtime, tenant, 9)
+    runtime.catch_up()
+    before = _dump(runtime)
+    assert len(before["rm_messages"]) == 9
+    consumer = runtime.consumer("inbox")
+    consumer.reset()
+    with runtime.readdb.read() as tx:
+        assert inbox.list_conversations(tx, str(tenant)) == []
+    runtime.feed.catch_up(consumer)
+    assert _dump(runtime) == before
+
+
+async def test_the_running_feed_picks_up_writes_by_another_process(
+    runtime: Runtime, settings: Settings
+) -> None:
+    """`contact-centre tenant create` writes from its own process while serve runs."""
+    runtime.start()
+    other = build(settings)
+    try:
+        other.app.register_tenant("From the CLI")
+        latest = other.app.recorder.max_notification_id()
+        assert latest is not None
+        assert await runtime.feed.progress.wait("directory", latest, timeout=5)
+    finally:
+        other.close()
