@@ -15,7 +15,8 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
@@ -117,6 +118,18 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class ReceivePlan:
+    """An interaction's normalised identities and the index keys it touches."""
+
+    receipt_key: str
+    sender: Identity
+    recipient: Identity | None
+    identity_key: str
+    thread_key: str
+    thread_hash: str
+
+
 class UnitOfWork:
     """Aggregates and index changes of one transaction."""
 
@@ -150,7 +163,17 @@ class UnitOfWork:
     def lookup(self, namespace: str, key: str) -> str | None:
         if (namespace, key) in self._overlay:
             return self._overlay[(namespace, key)]
-        return self.app.index.get_many(namespace, [key]).get(key)
+        value = self.app.index.get_many(namespace, [key]).get(key)
+        self._overlay[(namespace, key)] = value
+        return value
+
+    def preload(self, namespace: str, keys: Iterable[str]) -> None:
+        """Look many keys up in one query; later lookups of them cost nothing."""
+        missing = sorted({k for k in keys if (namespace, k) not in self._overlay})
+        if missing:
+            found = self.app.index.get_many(namespace, missing)
+            for key in missing:
+                self._overlay[(namespace, key)] = found.get(key)
 
     def index(self, op: IndexOp) -> None:
         self._ops.append(op)
@@ -179,9 +202,12 @@ class ContactCentre(Application[UUID]):
     name = "contact_centre"
     # The writer owns the cached aggregates and evicts what a failed unit touched, so the
     # cache can hand out the cached object itself instead of a deep copy.
+    # Nor does the cache fast-forward on every read: a stale cached aggregate (another
+    # process appended to it) fails its save with a version conflict and is reloaded.
     env = {
         "AGGREGATE_CACHE_MAXSIZE": "20000",
         "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
+        "AGGREGATE_CACHE_FASTFORWARD": "n",
     }
 
     def __init__(
@@ -248,6 +274,7 @@ class ContactCentre(Application[UUID]):
         if len(commands) > 1:
             uow = UnitOfWork(self)
             try:
+                self._prefetch(uow, commands)
                 results = [command(uow) for command in commands]
                 position = uow.commit()
             except Exception:
@@ -263,6 +290,23 @@ class ContactCentre(Application[UUID]):
             else:
                 outcomes.append(Outcome(result=result, position=position))
         return outcomes
+
+    def _prefetch(self, uow: UnitOfWork, commands: Sequence[Callable[[UnitOfWork], Any]]) -> None:
+        """One index query per namespace for the whole batch, instead of several per command."""
+        tenants = {str(c.tenant_id) for c in commands if isinstance(c, Receive)}
+        uow.preload(NS_TENANT, tenants)
+        wanted: dict[str, set[str]] = defaultdict(set)
+        for command in commands:
+            if isinstance(command, Receive):
+                try:
+                    plan = command.plan(uow)
+                except DomainError:
+                    continue  # the command itself will report it
+                wanted[NS_RECEIPT].add(plan.receipt_key)
+                wanted[NS_IDENTITY].add(plan.identity_key)
+                wanted[NS_THREAD].add(plan.thread_hash)
+        for namespace, keys in wanted.items():
+            uow.preload(namespace, keys)
 
     # == helpers =======================================================================
     def _tenant_entry(self, uow: UnitOfWork, tenant_id: UUID) -> dict[str, Any]:
@@ -391,12 +435,8 @@ class ContactCentre(Application[UUID]):
         return None if raw is None else cast(dict[str, Any], json.loads(raw))
 
     # == inbound interactions ==========================================================
-    def receive_in(self, uow: UnitOfWork, interaction: Interaction) -> ReceiveResult:
-        """Record an inbound interaction: find or create the contact and the conversation.
-
-        Idempotent on (tenant, provider, provider message id): a repeat returns the ids of
-        the first delivery and writes nothing.
-        """
+    def plan_receive(self, uow: UnitOfWork, interaction: Interaction) -> ReceivePlan:
+        """Validate and normalise an interaction and work out the index keys it touches."""
         tenant_id = interaction.tenant_id
         entry = self._require_active_tenant(uow, tenant_id)
         if interaction.direction is not Direction.INBOUND:
@@ -407,6 +447,41 @@ class ContactCentre(Application[UUID]):
         receipt_key = self._blind(
             tenant_id, "receipt", interaction.provider, interaction.provider_message_id
         )
+        region = entry.get("phone_region")
+        sender = self.normaliser.normalise(interaction.sender, region)
+        recipient = (
+            self.normaliser.normalise(interaction.recipient, region)
+            if interaction.recipient
+            else None
+        )
+        identity_key = self._blind(tenant_id, "identity", sender.kind.value, sender.address)
+        normalised = Interaction(
+            tenant_id=tenant_id,
+            channel=interaction.channel,
+            direction=interaction.direction,
+            provider=interaction.provider,
+            provider_message_id=interaction.provider_message_id,
+            sender=sender,
+            recipient=recipient,
+            occurred_at=interaction.occurred_at,
+            thread_key=interaction.thread_key,
+        )
+        thread_key = normalised.natural_thread_key()
+        thread_hash = self._blind(tenant_id, "thread", interaction.channel.value, thread_key)
+        return ReceivePlan(receipt_key, sender, recipient, identity_key, thread_key, thread_hash)
+
+    def receive_in(
+        self, uow: UnitOfWork, interaction: Interaction, plan: ReceivePlan | None = None
+    ) -> ReceiveResult:
+        """Record an inbound interaction: find or create the contact and the conversation.
+
+        Idempotent on (tenant, provider, provider message id): a repeat returns the ids of
+        the first delivery and writes nothing.
+        """
+        tenant_id = interaction.tenant_id
+        self._require_active_tenant(uow, tenant_id)
+        plan = plan or self.plan_receive(uow, interaction)
+        sender, recipient, receipt_key = plan.sender, plan.recipient, plan.receipt_key
         existing = uow.lookup(NS_RECEIPT, receipt_key)
         if existing is not None:
             doc = json.loads(existing)
@@ -417,17 +492,8 @@ class ContactCentre(Application[UUID]):
                 duplicate=True,
             )
 
-        region = entry.get("phone_region")
-        sender = self.normaliser.normalise(interaction.sender, region)
-        recipient = (
-            self.normaliser.normalise(interaction.recipient, region)
-            if interaction.recipient
-            else None
-        )
-        contact = self._find_or_create_contact(uow, tenant_id, sender)
-        conversation = self._find_or_open_conversation(
-            uow, interaction, sender, recipient, contact.id
-        )
+        contact = self._find_or_create_contact(uow, tenant_id, sender, plan.identity_key)
+        conversation = self._find_or_open_conversation(uow, interaction, plan, contact.id)
         content = Scope.conversation(tenant_id, conversation.id)
         message_id = uuid4()
         conversation.reopen_for_customer(uow.now)
@@ -463,13 +529,12 @@ class ContactCentre(Application[UUID]):
         return ReceiveResult(conversation.id, contact.id, message_id, duplicate=False)
 
     def receive(self, interaction: Interaction) -> ReceiveResult:
-        result, _ = self.run(lambda uow: self.receive_in(uow, interaction))
+        result, _ = self.run(Receive(self, interaction))
         return result
 
     def _find_or_create_contact(
-        self, uow: UnitOfWork, tenant_id: UUID, identity: Identity
+        self, uow: UnitOfWork, tenant_id: UUID, identity: Identity, identity_key: str
     ) -> Contact:
-        identity_key = self._blind(tenant_id, "identity", identity.kind.value, identity.address)
         found = uow.lookup(NS_IDENTITY, identity_key)
         if found is not None:
             contact = uow.get(UUID(found), Contact, tenant_id)
@@ -497,27 +562,10 @@ class ContactCentre(Application[UUID]):
         return contact
 
     def _find_or_open_conversation(
-        self,
-        uow: UnitOfWork,
-        interaction: Interaction,
-        sender: Identity,
-        recipient: Identity | None,
-        contact_id: UUID,
+        self, uow: UnitOfWork, interaction: Interaction, plan: ReceivePlan, contact_id: UUID
     ) -> Conversation:
         tenant_id = interaction.tenant_id
-        normalised = Interaction(
-            tenant_id=tenant_id,
-            channel=interaction.channel,
-            direction=interaction.direction,
-            provider=interaction.provider,
-            provider_message_id=interaction.provider_message_id,
-            sender=sender,
-            recipient=recipient,
-            occurred_at=interaction.occurred_at,
-            thread_key=interaction.thread_key,
-        )
-        thread_key = normalised.natural_thread_key()
-        thread_hash = self._blind(tenant_id, "thread", interaction.channel.value, thread_key)
+        thread_key, thread_hash = plan.thread_key, plan.thread_hash
         current = uow.lookup(NS_THREAD, thread_hash)
         if current is not None:
             conversation = uow.get(UUID(current), Conversation, tenant_id)
@@ -701,12 +749,34 @@ class ContactCentre(Application[UUID]):
         return Scope(tenant_id, kind, subject_id)
 
 
+class Receive:
+    """The receive command; it can plan ahead so a batch looks its keys up together."""
+
+    def __init__(self, app: ContactCentre, interaction: Interaction) -> None:
+        self.app = app
+        self.interaction = interaction
+        self._plan: ReceivePlan | None = None
+
+    @property
+    def tenant_id(self) -> UUID:
+        return self.interaction.tenant_id
+
+    def plan(self, uow: UnitOfWork) -> ReceivePlan:
+        if self._plan is None:
+            self._plan = self.app.plan_receive(uow, self.interaction)
+        return self._plan
+
+    def __call__(self, uow: UnitOfWork) -> ReceiveResult:
+        return self.app.receive_in(uow, self.interaction, self.plan(uow))
+
+
 __all__ = [
     "ContactCentre",
     "DomainError",
     "IssuedToken",
     "Outcome",
     "Principal",
+    "Receive",
     "ReceiveResult",
     "UnitOfWork",
 ]

@@ -81,10 +81,15 @@ def write_tracking(tx: Tx, consumer: str, partition: int, position: int) -> None
 class ProjectionConsumer:
     """Runs a projection against the read-model database."""
 
+    # A batch with no relevant event only moves the position; writing that down can wait
+    # (a restart re-reads at most this many irrelevant notifications).
+    IDLE_TRACKING_STRIDE = 5_000
+
     def __init__(self, projection: Projection, db: Database) -> None:
         self.projection = projection
         self.db = db
         self.name = projection.name
+        self._written: dict[int, int] = {}
 
     def setup(self) -> None:
         with self.db.transaction() as tx:
@@ -96,20 +101,32 @@ class ProjectionConsumer:
 
     def position(self, partition: int = LOG_PARTITION) -> int | None:
         with self.db.read() as tx:
-            return read_tracking(tx, self.name, partition)
+            position = read_tracking(tx, self.name, partition)
+        if position is not None:
+            self._written[partition] = position
+        return position
 
     def process(
         self, items: Sequence[FeedItem], last_position: int, partition: int = LOG_PARTITION
     ) -> None:
+        written = self._written.get(partition)
+        if (
+            not items
+            and written is not None
+            and last_position - written < self.IDLE_TRACKING_STRIDE
+        ):
+            return
         with self.db.transaction() as tx:
             for item in items:
                 self.projection.apply(tx, item.event, item.position)
             write_tracking(tx, self.name, partition, last_position)
+        self._written[partition] = last_position
 
     def reset(self) -> None:
         with self.db.transaction() as tx:
             self.projection.reset(tx)
             tx.execute("DELETE FROM cc_tracking WHERE consumer = ?", (self.name,))
+        self._written.clear()
 
 
 class Progress:

@@ -153,9 +153,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         sqlite_recorder.create_table()
         recorder = sqlite_recorder
         index = SQLiteWriteIndex(sqlite_store)
-        vault_db = SQLiteDatabase(
-            str(data_dir / "vault.sqlite"), journal_mode="DELETE", secure_delete=True
-        )
+        vault_db = SQLiteDatabase(str(data_dir / "vault.sqlite"), secure_delete=True)
         closers.append(vault_db.close)
         # Read models can be rebuilt from the log, so they trade the last few commits
         # on power loss (never consistency: rows and tracking commit together) for speed.

@@ -5,9 +5,10 @@ Sealing a value encrypts it under its scope's key with the scope id as associate
 key, leaves a tombstone (so values open as ERASED rather than failing) and bumps a
 generation counter that other processes watch to drop cached keys.
 
-Storage hygiene (P5): on SQLite the vault is its own file with ``secure_delete`` on and a
-rollback journal (no WAL copies of deleted pages linger); on PostgreSQL destroyed rows are
-deleted and the table vacuumed. Keep vault backups for less than 7 days (docs/privacy.md).
+Storage hygiene (P5): on SQLite the vault is its own file with ``secure_delete`` on, and
+every destruction ends with a truncating WAL checkpoint (no older page image of a deleted
+key lingers in the log); on PostgreSQL destroyed rows are deleted and the table vacuumed.
+Keep vault backups for less than 7 days (docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -263,7 +264,11 @@ class KeyVault:
     def _scrub(self) -> None:
         """Make sure deleted key bytes do not linger in dead row versions.
 
-        SQLite needs nothing more: ``secure_delete`` zeroes freed cells as they are freed.
+        On SQLite ``secure_delete`` zeroes freed cells as they are freed; the checkpoint
+        then copies the zeroed pages home and truncates the write-ahead log, so no older
+        page image holding the key stays in the WAL file.
         """
         if self.db.dialect == "postgres":
             self.db.execute_outside_transaction("VACUUM cc_vault_keys")
+        else:
+            self.db.execute_outside_transaction("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -13,7 +13,6 @@ from aiohttp.test_utils import TestClient
 
 from infra.runtime import Runtime
 
-
 _numbers = itertools.count(secrets.randbelow(1000))
 
 

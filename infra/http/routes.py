@@ -10,7 +10,7 @@ from uuid import UUID
 
 from aiohttp import web
 
-from contact_centre.application import Principal
+from contact_centre.application import Principal, Receive
 from contact_centre.conversations import ConversationStatus
 from contact_centre.errors import NotFoundError, ValidationError
 from contact_centre.interaction import Channel
@@ -115,7 +115,7 @@ async def post_interaction(request: web.Request) -> web.Response:
     rt = _rt(request)
     doc = await read_json(request)
     interaction = parse_interaction(doc, principal.tenant_id, rt.clock.now())
-    result, _ = await rt.writer.run(lambda uow: rt.app.receive_in(uow, interaction))
+    result, _ = await rt.writer.run(Receive(rt.app, interaction))
     body = {
         "conversation_id": str(result.conversation_id),
         "contact_id": str(result.contact_id),
