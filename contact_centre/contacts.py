@@ -5,17 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
 from contact_centre.interaction import IdentityKind
 from contact_centre.privacy import Sealed
+from contact_centre.tenanted import TenantAggregate
 
 
-class Contact(Aggregate):
+class Contact(TenantAggregate):
     """A person. Identity addresses and details are sealed under the contact's scope key."""
 
-    class Registered(Aggregate.Created):
-        tenant_id: UUID
+    class Registered(TenantAggregate.Created):
         identity_kind: str
         identity_address: Sealed
         display_name: Sealed | None
@@ -56,7 +56,7 @@ class Contact(Aggregate):
             at=at,
         )
 
-    class IdentityLinked(Aggregate.Event):
+    class IdentityLinked(TenantAggregate.Event):
         kind: str
         address: Sealed
         at: datetime
@@ -65,7 +65,7 @@ class Contact(Aggregate):
     def link_identity(self, kind: str, address: Sealed, at: datetime) -> None:
         self.identities.append((IdentityKind(kind), address))
 
-    class DetailsCorrected(Aggregate.Event):
+    class DetailsCorrected(TenantAggregate.Event):
         display_name: Sealed | None
         source: str
         at: datetime

@@ -2,16 +2,61 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
 from contact_centre.errors import ConflictError
 from contact_centre.interaction import Channel
 from contact_centre.privacy import Sealed
+from contact_centre.tenanted import TenantAggregate
+
+
+@dataclass(frozen=True, slots=True)
+class MessageContent:
+    """The personal part of an inbound message, sealed as one value (one encryption per
+    message, one scope: the conversation's)."""
+
+    body: str
+    sender: str
+    sender_name: str | None = None
+    recipient: str | None = None
+    subject: str | None = None
+    provider_message_id: str | None = None
+    attachments: tuple[tuple[str, str | None], ...] = ()  # (name, url) per attachment
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "v": 1,
+                "body": self.body,
+                "from": self.sender,
+                "from_name": self.sender_name,
+                "to": self.recipient,
+                "subject": self.subject,
+                "provider_message_id": self.provider_message_id,
+                "attachments": [list(a) for a in self.attachments],
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> MessageContent:
+        doc = json.loads(text)
+        return cls(
+            body=doc["body"],
+            sender=doc["from"],
+            sender_name=doc.get("from_name"),
+            recipient=doc.get("to"),
+            subject=doc.get("subject"),
+            provider_message_id=doc.get("provider_message_id"),
+            attachments=tuple((a[0], a[1]) for a in doc.get("attachments", [])),
+        )
 
 
 class ConversationStatus(StrEnum):
@@ -21,11 +66,10 @@ class ConversationStatus(StrEnum):
     CLOSED = "closed"  # final: a new message starts a new conversation
 
 
-class Conversation(Aggregate):
+class Conversation(TenantAggregate):
     """A thread with one contact; its content is sealed under the conversation's scope."""
 
-    class Opened(Aggregate.Created):
-        tenant_id: UUID
+    class Opened(TenantAggregate.Created):
         channel: str
         contact_id: UUID
         thread: Sealed
@@ -68,16 +112,14 @@ class Conversation(Aggregate):
         if self.status is ConversationStatus.CLOSED:
             raise ConflictError(f"cannot {action}: the conversation is closed")
 
-    class MessageReceived(Aggregate.Event):
+    class MessageReceived(TenantAggregate.Event):
+        """``content`` is a sealed :class:`MessageContent`; ``attachments`` holds only the
+        non-personal metadata of each attachment (content type, size, hash)."""
+
         message_id: UUID
         provider: str
-        provider_message_id: Sealed
         sender_kind: str
-        sender: Sealed
-        sender_name: Sealed | None
-        recipient: Sealed | None
-        subject: Sealed | None
-        body: Sealed
+        content: Sealed
         attachments: list[dict[str, Any]]
         occurred_at: datetime
         at: datetime
@@ -86,13 +128,8 @@ class Conversation(Aggregate):
         self,
         message_id: UUID,
         provider: str,
-        provider_message_id: Sealed,
         sender_kind: str,
-        sender: Sealed,
-        sender_name: Sealed | None,
-        recipient: Sealed | None,
-        subject: Sealed | None,
-        body: Sealed,
+        content: Sealed,
         attachments: list[dict[str, Any]],
         occurred_at: datetime,
         at: datetime,
@@ -101,13 +138,8 @@ class Conversation(Aggregate):
         self._message_received(
             message_id=message_id,
             provider=provider,
-            provider_message_id=provider_message_id,
             sender_kind=sender_kind,
-            sender=sender,
-            sender_name=sender_name,
-            recipient=recipient,
-            subject=subject,
-            body=body,
+            content=content,
             attachments=attachments,
             occurred_at=occurred_at,
             at=at,
@@ -118,13 +150,8 @@ class Conversation(Aggregate):
         self,
         message_id: UUID,
         provider: str,
-        provider_message_id: Sealed,
         sender_kind: str,
-        sender: Sealed,
-        sender_name: Sealed | None,
-        recipient: Sealed | None,
-        subject: Sealed | None,
-        body: Sealed,
+        content: Sealed,
         attachments: list[dict[str, Any]],
         occurred_at: datetime,
         at: datetime,
@@ -132,7 +159,7 @@ class Conversation(Aggregate):
         self.message_count += 1
         self.last_activity_at = max(self.last_activity_at, occurred_at)
 
-    class MessageSent(Aggregate.Event):
+    class MessageSent(TenantAggregate.Event):
         message_id: UUID
         author: str
         body: Sealed
@@ -147,7 +174,7 @@ class Conversation(Aggregate):
         self.message_count += 1
         self.last_activity_at = max(self.last_activity_at, at)
 
-    class NoteAdded(Aggregate.Event):
+    class NoteAdded(TenantAggregate.Event):
         note_id: UUID
         author: str
         body: Sealed
@@ -160,7 +187,7 @@ class Conversation(Aggregate):
     def _note_added(self, note_id: UUID, author: str, body: Sealed, at: datetime) -> None:
         pass
 
-    class Assigned(Aggregate.Event):
+    class Assigned(TenantAggregate.Event):
         agent_id: UUID | None
         by: str
         at: datetime
@@ -175,7 +202,7 @@ class Conversation(Aggregate):
     def _assigned(self, agent_id: UUID | None, by: str, at: datetime) -> None:
         self.assignee_id = agent_id
 
-    class MarkedPending(Aggregate.Event):
+    class MarkedPending(TenantAggregate.Event):
         by: str
         at: datetime
 
@@ -183,7 +210,7 @@ class Conversation(Aggregate):
     def _marked_pending(self, by: str, at: datetime) -> None:
         self.status = ConversationStatus.PENDING
 
-    class Resolved(Aggregate.Event):
+    class Resolved(TenantAggregate.Event):
         by: str
         at: datetime
 
@@ -191,7 +218,7 @@ class Conversation(Aggregate):
     def _resolved(self, by: str, at: datetime) -> None:
         self.status = ConversationStatus.RESOLVED
 
-    class Reopened(Aggregate.Event):
+    class Reopened(TenantAggregate.Event):
         by: str
         reason: str
         at: datetime
@@ -200,7 +227,7 @@ class Conversation(Aggregate):
     def _reopened(self, by: str, reason: str, at: datetime) -> None:
         self.status = ConversationStatus.OPEN
 
-    class Closed(Aggregate.Event):
+    class Closed(TenantAggregate.Event):
         by: str
         at: datetime
 

@@ -122,15 +122,24 @@ class Interaction:
         object.__setattr__(self, "occurred_at", require_aware_utc(self.occurred_at, "occurred_at"))
 
     def natural_thread_key(self) -> str:
-        """The thread this interaction belongs to when the provider names none.
+        theirs, ours = (
+            (self.sender, self.recipient)
+            if self.direction is Direction.INBOUND
+            else (self.recipient, self.sender)
+        )
+        return natural_thread_key(self.thread_key, theirs, ours)
 
-        Phone channels thread by the pair of numbers; others by sender and recipient.
-        Identities are expected to be normalised already.
-        """
-        if self.thread_key:
-            return self.thread_key
-        theirs = self.sender if self.direction is Direction.INBOUND else self.recipient
-        ours = self.recipient if self.direction is Direction.INBOUND else self.sender
-        their_addr = f"{theirs.kind}:{theirs.address}" if theirs else "-"
-        our_addr = f"{ours.kind}:{ours.address}" if ours else "-"
-        return f"{their_addr}|{our_addr}"
+
+def natural_thread_key(
+    thread_key: str | None, theirs: Identity | None, ours: Identity | None
+) -> str:
+    """The thread a message belongs to when the provider names none.
+
+    Phone channels thread by the pair of numbers; others by the customer's and our
+    address. Identities are expected to be normalised already.
+    """
+    if thread_key:
+        return thread_key
+    their_addr = f"{theirs.kind}:{theirs.address}" if theirs else "-"
+    our_addr = f"{ours.kind}:{ours.address}" if ours else "-"
+    return f"{their_addr}|{our_addr}"

@@ -9,7 +9,7 @@ of that scope open as :data:`ERASED`, while the events, and so the aggregates, s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, Protocol
 from uuid import UUID
@@ -31,10 +31,10 @@ class Scope:
     tenant_id: UUID
     kind: ScopeKind
     subject_id: UUID
+    id: str = field(init=False, compare=False)
 
-    @property
-    def id(self) -> str:
-        return f"{self.kind.value}:{self.subject_id}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", f"{self.kind.value}:{self.subject_id}")
 
     @classmethod
     def contact(cls, tenant_id: UUID, contact_id: UUID) -> Scope:
@@ -94,6 +94,11 @@ class Sealer(Protocol):
     """
 
     def seal(self, scope: Scope, plaintext: str) -> Sealed: ...
+
+    def new_scope(self, scope: Scope) -> None:
+        """Declare a scope that cannot have a key yet (its subject was just created), so
+        that sealing into it need not look for one."""
+        ...
 
     def open(self, sealed: Sealed) -> Revealed: ...
 

@@ -6,11 +6,10 @@ import re
 from datetime import datetime
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate
-
 from contact_centre.errors import ValidationError
 from contact_centre.interaction import Channel
 from contact_centre.privacy import Sealed
+from contact_centre.tenanted import TenantAggregate
 
 _SKILL = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}(:[0-9]{1,2})?$")
 
@@ -28,11 +27,10 @@ def _check_skills(skills: list[str]) -> list[str]:
     return sorted(set(normalised))
 
 
-class Agent(Aggregate):
+class Agent(TenantAggregate):
     """A person answering conversations. Name and email are sealed under the agent's scope."""
 
-    class Created(Aggregate.Created):
-        tenant_id: UUID
+    class Created(TenantAggregate.Created):
         name: Sealed
         email: Sealed | None
         skills: list[str]
@@ -68,11 +66,10 @@ class Agent(Aggregate):
         )
 
 
-class Queue(Aggregate):
+class Queue(TenantAggregate):
     """A named line of work, optionally limited to some channels."""
 
-    class Created(Aggregate.Created):
-        tenant_id: UUID
+    class Created(TenantAggregate.Created):
         name: str
         channels: list[str]
         at: datetime

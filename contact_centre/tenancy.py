@@ -10,6 +10,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from contact_centre.errors import ConflictError, ValidationError
+from contact_centre.tenanted import TenantAggregate
 
 MAX_GRACE_DAYS = 30
 
@@ -93,11 +94,10 @@ class Tenant(Aggregate):
         self.purge_after = None
 
 
-class ApiToken(Aggregate):
+class ApiToken(TenantAggregate):
     """A bearer token. Only its SHA-256 hash is ever stored; the token is shown once."""
 
-    class Issued(Aggregate.Created):
-        tenant_id: UUID
+    class Issued(TenantAggregate.Created):
         role: str
         token_hash: str
         label: str
@@ -145,7 +145,7 @@ class ApiToken(Aggregate):
             at=at,
         )
 
-    class Revoked(Aggregate.Event):
+    class Revoked(TenantAggregate.Event):
         at: datetime
 
     def revoke(self, at: datetime) -> None:

@@ -171,7 +171,15 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 class InProcessFeed:
-    """The embedded feed: reads the notification log, pushed to by the writer."""
+    """The embedded feed.
+
+    Events are fed to consumers as they are saved: the writer hands over what it just
+    recorded (:meth:`publish`), and when that continues a consumer's position exactly it
+    is applied at once, from memory. Anything else (events written by another process,
+    such as the CLI, or a consumer that fell behind after an error) is caught up by the
+    consumer's own thread, which reads the notification log from the durable position.
+    A lock per consumer keeps the two paths from interleaving.
+    """
 
     def __init__(
         self,
@@ -187,30 +195,33 @@ class InProcessFeed:
         self.poll_interval = poll_interval
         self.progress = Progress()
         self._consumers: list[Consumer] = []
-        self._wake: list[threading.Event] = []
+        self._locks: dict[str, threading.Lock] = {}
+        self._positions: dict[str, int] = {}
+        self._wake: dict[str, threading.Event] = {}
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self.errors: dict[str, str] = {}
 
     def add(self, consumer: Consumer) -> None:
         self._consumers.append(consumer)
+        self._locks[consumer.name] = threading.Lock()
+        self._wake[consumer.name] = threading.Event()
 
     @property
     def consumers(self) -> list[Consumer]:
         return list(self._consumers)
 
     def start(self) -> None:
+        self._stop.clear()
         for consumer in self._consumers:
-            wake = threading.Event()
             thread = threading.Thread(
-                target=self._run, args=(consumer, wake), name=f"feed-{consumer.name}", daemon=True
+                target=self._run, args=(consumer,), name=f"feed-{consumer.name}", daemon=True
             )
-            self._wake.append(wake)
             self._threads.append(thread)
             thread.start()
 
     def notify(self) -> None:
-        for wake in self._wake:
+        for wake in self._wake.values():
             wake.set()
 
     def stop(self) -> None:
@@ -219,53 +230,90 @@ class InProcessFeed:
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads.clear()
-        self._wake.clear()
+
+    def publish(self, recorded: Sequence[tuple[int, Any]]) -> None:
+        """Apply events just recorded (in log order) to every consumer they continue."""
+        if not recorded:
+            return
+        first, last = recorded[0][0], recorded[-1][0]
+        for consumer in self._consumers:
+            name = consumer.name
+            with self._locks[name]:
+                try:
+                    position = self._position(consumer)
+                    if position >= last:
+                        continue
+                    if position != first - 1:
+                        self._wake[name].set()  # a gap: the thread reads the log
+                        continue
+                    items = [FeedItem(p, e) for p, e in recorded if consumer.interested_in(type(e))]
+                    consumer.process(items, last)
+                except Exception as error:  # the write is committed; the thread retries
+                    log.exception("consumer %s failed on fresh events", name)
+                    self.errors[name] = type(error).__name__
+                    self._positions.pop(name, None)
+                    self._wake[name].set()
+                    continue
+                self._positions[name] = last
+            self.progress.advance(name, last)
+
+    def _position(self, consumer: Consumer) -> int:
+        position = self._positions.get(consumer.name)
+        if position is None:
+            position = consumer.position() or 0
+            self._positions[consumer.name] = position
+            self.progress.advance(consumer.name, position)
+        return position
+
+    def reset(self, consumer: ProjectionConsumer) -> None:
+        """Empty a consumer's rows and position (before a rebuild from the start)."""
+        with self._locks.setdefault(consumer.name, threading.Lock()):
+            consumer.reset()
+            self._positions.pop(consumer.name, None)
 
     def catch_up(self, consumer: Consumer) -> int:
-        """Process everything recorded so far, synchronously; returns the count applied."""
-        applied = 0
-        position = consumer.position() or 0
+        """Process everything recorded so far, synchronously; returns the count read."""
+        read = 0
         while True:
-            done, position = self._step(consumer, position)
-            applied += done
-            if done == 0 and not self._more(position):
-                return applied
+            done = self._step(consumer)
+            read += done
+            if done == 0:
+                return read
 
-    def _more(self, position: int) -> bool:
-        latest = self.recorder.max_notification_id()
-        return latest is not None and latest > position
-
-    def _step(self, consumer: Consumer, position: int) -> tuple[int, int]:
-        notifications = self.recorder.select_notifications(
-            start=position, limit=self.batch_size, inclusive_of_start=False
-        )
-        if not notifications:
-            return 0, position
-        items = [
-            FeedItem(n.id, self.mapper.to_domain_event(n))
-            for n in notifications
-            if consumer.interested_in(resolve_topic(n.topic))
-        ]
-        last = notifications[-1].id
-        consumer.process(items, last)
+    def _step(self, consumer: Consumer) -> int:
+        with self._locks.setdefault(consumer.name, threading.Lock()):
+            try:
+                position = self._position(consumer)
+                notifications = self.recorder.select_notifications(
+                    start=position, limit=self.batch_size, inclusive_of_start=False
+                )
+                if not notifications:
+                    return 0
+                items = [
+                    FeedItem(n.id, self.mapper.to_domain_event(n))
+                    for n in notifications
+                    if consumer.interested_in(resolve_topic(n.topic))
+                ]
+                last = notifications[-1].id
+                consumer.process(items, last)
+            except BaseException:
+                self._positions.pop(consumer.name, None)  # re-read the durable position
+                raise
+            self._positions[consumer.name] = last
         self.progress.advance(consumer.name, last)
-        return len(notifications), last
+        return len(notifications)
 
-    def _run(self, consumer: Consumer, wake: threading.Event) -> None:
-        position: int | None = None
+    def _run(self, consumer: Consumer) -> None:
+        wake = self._wake[consumer.name]
         backoff = 0.1
         while not self._stop.is_set():
             try:
-                if position is None:
-                    position = consumer.position() or 0
-                    self.progress.advance(consumer.name, position)
-                done, position = self._step(consumer, position)
+                done = self._step(consumer)
                 self.errors.pop(consumer.name, None)
                 backoff = 0.1
             except Exception as error:  # keep going: a projection must not stop the product
                 log.exception("consumer %s failed; retrying", consumer.name)
                 self.errors[consumer.name] = type(error).__name__
-                position = None  # re-read the durable position before trying again
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue

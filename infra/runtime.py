@@ -174,12 +174,12 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     for consumer in consumers:
         consumer.setup()
         feed.add(consumer)
+    app.listeners.append(feed.publish)
     writer = Writer(
         app,
         max_batch=settings.writer_batch,
         max_queue=settings.writer_queue,
         before_batch=vault.refresh if settings.is_scaled else None,
-        after_commit=lambda _position: feed.notify(),
     )
     return Runtime(
         settings=settings,

@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from uuid import UUID
 
@@ -33,7 +32,6 @@ from infra.store import IndexConflictError
 
 _NONCE = 12
 _WRAP_AAD = b"contact-centre/vault/v1|"
-_DESTROYED = b""  # cache marker for a destroyed scope
 
 
 class VaultIntegrityError(Exception):
@@ -65,6 +63,20 @@ VAULT_DDL = [
 ]
 
 
+class _Key:
+    """An unwrapped scope key, with its cipher object ready (building one costs as much
+    as sealing a short value)."""
+
+    __slots__ = ("aead", "raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.aead = AESGCM(raw)
+
+
+_DESTROYED_KEY = _Key(bytes(32))  # marker only: never used to seal or open
+
+
 class KeyVault:
     """Implements :class:`contact_centre.privacy.Sealer`."""
 
@@ -81,9 +93,11 @@ class KeyVault:
         self.db = db
         self._master = AESGCM(master_key)
         self._clock = clock or SystemClock()
-        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        # Insertion-ordered, evicted oldest first. Reads need no lock (dict reads are
+        # atomic); every change happens under the lock.
+        self._cache: dict[str, _Key] = {}
         self._cache_size = cache_size
-        self._pending: dict[str, tuple[str, bytes]] = {}
+        self._pending: dict[str, tuple[str, _Key]] = {}
         self._lock = threading.RLock()
         self._generation: int | None = None
 
@@ -109,48 +123,46 @@ class KeyVault:
             raise VaultIntegrityError(f"wrapped key of {scope_id} does not authenticate") from None
 
     # -- cache -------------------------------------------------------------------------
-    def _cache_put(self, scope_id: str, key: bytes) -> None:
-        self._cache[scope_id] = key
-        self._cache.move_to_end(scope_id)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-
-    def _lookup(self, scope_id: str) -> bytes | None:
-        """The scope's key, _DESTROYED if destroyed, None if it never existed."""
+    def _cache_put(self, scope_id: str, key: _Key) -> None:
         with self._lock:
-            cached = self._cache.get(scope_id)
-            if cached is not None:
-                return cached
-            pending = self._pending.get(scope_id)
-            if pending is not None:
-                return pending[1]
+            self._cache[scope_id] = key
+            while len(self._cache) > self._cache_size:
+                del self._cache[next(iter(self._cache))]
+
+    def _lookup(self, scope_id: str) -> _Key | None:
+        """The scope's key, _DESTROYED_KEY if destroyed, None if it never existed."""
+        cached = self._cache.get(scope_id)
+        if cached is not None:
+            return cached
+        pending = self._pending.get(scope_id)
+        if pending is not None:
+            return pending[1]
         with self.db.read() as tx:
             tx.execute("SELECT wrapped FROM cc_vault_keys WHERE scope = ?", (scope_id,))
             row = tx.fetchone()
+            destroyed = False
             if row is None:
                 tx.execute("SELECT 1 FROM cc_vault_destroyed WHERE scope = ?", (scope_id,))
                 destroyed = tx.fetchone() is not None
         if row is None:
             if destroyed:
-                with self._lock:
-                    self._cache_put(scope_id, _DESTROYED)
-                return _DESTROYED
+                self._cache_put(scope_id, _DESTROYED_KEY)
+                return _DESTROYED_KEY
             return None
-        key = self._unwrap_key(scope_id, row[0])
-        with self._lock:
-            self._cache_put(scope_id, key)
+        key = _Key(self._unwrap_key(scope_id, row[0]))
+        self._cache_put(scope_id, key)
         return key
 
-    def _key_for_write(self, scope: Scope) -> bytes:
+    def _key_for_write(self, scope: Scope) -> _Key:
         key = self._lookup(scope.id)
-        if key == _DESTROYED:
+        if key is _DESTROYED_KEY:
             raise ScopeErasedError(f"{scope.kind.value} data of this subject has been erased")
         if key is None:
-            key = os.urandom(32)
             with self._lock:
                 existing = self._pending.get(scope.id)
                 if existing is not None:
                     return existing[1]
+                key = _Key(os.urandom(32))
                 self._pending[scope.id] = (str(scope.tenant_id), key)
         return key
 
@@ -166,28 +178,34 @@ class KeyVault:
             self._generation = generation
 
     # -- Sealer port -------------------------------------------------------------------
+    def new_scope(self, scope: Scope) -> None:
+        with self._lock:
+            if scope.id not in self._pending and scope.id not in self._cache:
+                self._pending[scope.id] = (str(scope.tenant_id), _Key(os.urandom(32)))
+
     def seal(self, scope: Scope, plaintext: str) -> Sealed:
+        scope_id = scope.id
         key = self._key_for_write(scope)
         nonce = os.urandom(_NONCE)
-        ciphertext = AESGCM(key).encrypt(nonce, plaintext.encode(), scope.id.encode())
-        return Sealed(scope.id, _b64e(nonce + ciphertext))
+        ciphertext = key.aead.encrypt(nonce, plaintext.encode(), scope_id.encode())
+        return Sealed(scope_id, _b64e(nonce + ciphertext))
 
     def open(self, sealed: Sealed) -> Revealed:
         key = self._lookup(sealed.scope)
-        if key is None or key == _DESTROYED:
+        if key is None or key is _DESTROYED_KEY:
             # A key that never existed means the value was sealed by a transaction that
             # never committed its key: as unreadable as an erased one.
             return ERASED
         raw = _b64d(sealed.token)
         try:
-            plaintext = AESGCM(key).decrypt(raw[:_NONCE], raw[_NONCE:], sealed.scope.encode())
+            plaintext = key.aead.decrypt(raw[:_NONCE], raw[_NONCE:], sealed.scope.encode())
         except InvalidTag:
             raise VaultIntegrityError(f"a value of {sealed.scope} does not authenticate") from None
         return plaintext.decode()
 
     def blind_index(self, tenant_id: UUID, purpose: str, value: str) -> str:
         key = self._key_for_write(Scope(tenant_id, ScopeKind.TENANT_INDEX, tenant_id))
-        return hmac.new(key, f"{purpose}\x1e{value}".encode(), hashlib.sha256).hexdigest()
+        return hmac.new(key.raw, f"{purpose}\x1e{value}".encode(), hashlib.sha256).hexdigest()
 
     def flush(self) -> None:
         with self._lock:
@@ -196,7 +214,7 @@ class KeyVault:
             return
         now = int(self._clock.now().timestamp() * 1_000_000)
         rows = [
-            (scope_id, tenant, self._wrap_key(scope_id, key), now)
+            (scope_id, tenant, self._wrap_key(scope_id, key.raw), now)
             for scope_id, (tenant, key) in pending.items()
         ]
         lost: list[str] = []
@@ -211,7 +229,8 @@ class KeyVault:
                     lost.append(row[0])
         with self._lock:
             for scope_id, (_, key) in pending.items():
-                if self._pending.get(scope_id, (None, None))[1] == key:
+                current = self._pending.get(scope_id)
+                if current is not None and current[1] is key:
                     del self._pending[scope_id]
                 if scope_id in lost:
                     self._cache.pop(scope_id, None)
@@ -247,8 +266,7 @@ class KeyVault:
         with self._lock:
             for scope_id in ids:
                 self._pending.pop(scope_id, None)
-                if scope_id in self._cache:
-                    self._cache[scope_id] = _DESTROYED
+                self._cache[scope_id] = _DESTROYED_KEY
         self._scrub()
         return destroyed
 
@@ -259,7 +277,7 @@ class KeyVault:
         return self.destroy(scopes)
 
     def is_destroyed(self, scope_id: str) -> bool:
-        return self._lookup(scope_id) == _DESTROYED
+        return self._lookup(scope_id) is _DESTROYED_KEY
 
     def _scrub(self) -> None:
         """Make sure deleted key bytes do not linger in dead row versions.

@@ -29,10 +29,12 @@ class InboxProjection(Projection):
         " ON rm_conversations (tenant_id, status, updated_at)",
         "CREATE INDEX IF NOT EXISTS rm_conversations_contact"
         " ON rm_conversations (tenant_id, contact_id)",
+        # content: an inbound message's sealed MessageContent; body: the sealed text of
+        # an outbound message or a note. attachments: non-personal metadata only.
         "CREATE TABLE IF NOT EXISTS rm_messages ("
         " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, conversation_id TEXT NOT NULL,"
         " kind TEXT NOT NULL, direction TEXT, author TEXT, provider TEXT,"
-        " sender_kind TEXT, sender TEXT, sender_name TEXT, subject TEXT, body TEXT,"
+        " sender_kind TEXT, content TEXT, body TEXT,"
         " attachments TEXT NOT NULL, occurred_at BIGINT NOT NULL,"
         " recorded_at BIGINT NOT NULL, position BIGINT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS rm_messages_conversation"
@@ -99,34 +101,23 @@ class InboxProjection(Projection):
             ),
         )
 
-    def _tenant_of(self, tx: Tx, conversation_id: str) -> str | None:
-        tx.execute("SELECT tenant_id FROM rm_conversations WHERE id = ?", (conversation_id,))
-        row = tx.fetchone()
-        return None if row is None else str(row[0])
-
     @handles(Conversation.MessageReceived)
     def _message_received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
         conversation_id = str(e.originator_id)
-        tenant_id = self._tenant_of(tx, conversation_id)
-        if tenant_id is None:
-            return
         occurred = micros(e.occurred_at)
         tx.execute(
             "INSERT INTO rm_messages (id, tenant_id, conversation_id, kind, direction, author,"
-            " provider, sender_kind, sender, sender_name, subject, body, attachments,"
-            " occurred_at, recorded_at, position)"
-            " VALUES (?, ?, ?, 'message', 'inbound', NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " provider, sender_kind, content, body, attachments, occurred_at, recorded_at,"
+            " position)"
+            " VALUES (?, ?, ?, 'message', 'inbound', NULL, ?, ?, ?, NULL, ?, ?, ?, ?)"
             " ON CONFLICT (id) DO NOTHING",
             (
                 str(e.message_id),
-                tenant_id,
+                str(e.tenant_id),
                 conversation_id,
                 e.provider,
                 e.sender_kind,
-                sealed_text(e.sender),
-                sealed_text(e.sender_name),
-                sealed_text(e.subject),
-                sealed_text(e.body),
+                sealed_text(e.content),
                 dumps(e.attachments),
                 occurred,
                 micros(e.at),
@@ -137,64 +128,52 @@ class InboxProjection(Projection):
             "UPDATE rm_conversations SET last_message = ?, last_direction = 'inbound',"
             " last_message_at = ?, unread = unread + 1, message_count = message_count + 1,"
             " updated_at = ? WHERE id = ?",
-            (sealed_text(e.body), occurred, micros(e.at), conversation_id),
+            (sealed_text(e.content), occurred, micros(e.at), conversation_id),
+        )
+
+    def _outbound(
+        self,
+        tx: Tx,
+        e: Conversation.MessageSent | Conversation.NoteAdded,
+        kind: str,
+        entry_id: str,
+        position: int,
+    ) -> None:
+        at = micros(e.at)
+        tx.execute(
+            "INSERT INTO rm_messages (id, tenant_id, conversation_id, kind, direction, author,"
+            " provider, sender_kind, content, body, attachments, occurred_at, recorded_at,"
+            " position)"
+            " VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, '[]', ?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (
+                entry_id,
+                str(e.tenant_id),
+                str(e.originator_id),
+                kind,
+                "outbound" if kind == "message" else None,
+                e.author,
+                sealed_text(e.body),
+                at,
+                at,
+                position,
+            ),
         )
 
     @handles(Conversation.MessageSent)
     def _message_sent(self, tx: Tx, e: Conversation.MessageSent, position: int) -> None:
-        conversation_id = str(e.originator_id)
-        tenant_id = self._tenant_of(tx, conversation_id)
-        if tenant_id is None:
-            return
+        self._outbound(tx, e, "message", str(e.message_id), position)
         at = micros(e.at)
-        tx.execute(
-            "INSERT INTO rm_messages (id, tenant_id, conversation_id, kind, direction, author,"
-            " provider, sender_kind, sender, sender_name, subject, body, attachments,"
-            " occurred_at, recorded_at, position)"
-            " VALUES (?, ?, ?, 'message', 'outbound', ?, NULL, NULL, NULL, NULL, NULL, ?,"
-            " '[]', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            (
-                str(e.message_id),
-                tenant_id,
-                conversation_id,
-                e.author,
-                sealed_text(e.body),
-                at,
-                at,
-                position,
-            ),
-        )
         tx.execute(
             "UPDATE rm_conversations SET last_message = ?, last_direction = 'outbound',"
             " last_message_at = ?, unread = 0, message_count = message_count + 1,"
             " updated_at = ? WHERE id = ?",
-            (sealed_text(e.body), at, at, conversation_id),
+            (sealed_text(e.body), at, at, str(e.originator_id)),
         )
 
     @handles(Conversation.NoteAdded)
     def _note_added(self, tx: Tx, e: Conversation.NoteAdded, position: int) -> None:
-        conversation_id = str(e.originator_id)
-        tenant_id = self._tenant_of(tx, conversation_id)
-        if tenant_id is None:
-            return
-        at = micros(e.at)
-        tx.execute(
-            "INSERT INTO rm_messages (id, tenant_id, conversation_id, kind, direction, author,"
-            " provider, sender_kind, sender, sender_name, subject, body, attachments,"
-            " occurred_at, recorded_at, position)"
-            " VALUES (?, ?, ?, 'note', NULL, ?, NULL, NULL, NULL, NULL, NULL, ?, '[]', ?, ?, ?)"
-            " ON CONFLICT (id) DO NOTHING",
-            (
-                str(e.note_id),
-                tenant_id,
-                conversation_id,
-                e.author,
-                sealed_text(e.body),
-                at,
-                at,
-                position,
-            ),
-        )
+        self._outbound(tx, e, "note", str(e.note_id), position)
 
     @handles(Conversation.Assigned)
     def _assigned(self, tx: Tx, e: Conversation.Assigned, position: int) -> None:
@@ -313,9 +292,7 @@ _MESSAGE_KEYS = (
     "author",
     "provider",
     "sender_kind",
-    "sender",
-    "sender_name",
-    "subject",
+    "content",
     "body",
     "attachments",
     "occurred_at",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from contact_centre.conversations import MessageContent
 from contact_centre.privacy import Erased, Sealer
 from projections.base import loads, sealed_from_text
 
@@ -40,6 +41,10 @@ class Opener:
             return None
         return value
 
+    def content(self, stored: Any) -> MessageContent | None:
+        text = self.text(stored)
+        return None if text is None else MessageContent.from_json(text)
+
 
 def render_contact(row: dict[str, Any], sealer: Sealer, *, identities: bool) -> dict[str, Any]:
     opener = Opener(sealer)
@@ -61,7 +66,11 @@ def render_conversation(row: dict[str, Any], sealer: Sealer, *, detail: bool) ->
     last: dict[str, Any] | None = None
     if row["last_direction"] is not None:
         opener = Opener(sealer)
-        text = opener.text(row["last_message"])
+        if row["last_direction"] == "inbound":
+            content = opener.content(row["last_message"])
+            text = content.body if content else None
+        else:
+            text = opener.text(row["last_message"])
         last = {
             "preview": text[:PREVIEW_CHARS] if text is not None else None,
             "direction": row["last_direction"],
@@ -88,29 +97,31 @@ def render_message(row: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
     message: dict[str, Any] = {
         "id": row["id"],
         "direction": row["direction"],
-        "body": opener.text(row["body"]),
+        "body": opener.text(row["body"]) if row["direction"] != "inbound" else None,
         "occurred_at": iso(row["occurred_at"]),
         "recorded_at": iso(row["recorded_at"]),
     }
     if row["direction"] == "inbound":
+        content = opener.content(row["content"])
+        names = content.attachments if content else ()
+        message["body"] = content.body if content else None
         message["provider"] = row["provider"]
         message["from"] = {
             "kind": row["sender_kind"],
-            "address": opener.text(row["sender"]),
-            "display_name": opener.text(row["sender_name"]),
+            "address": content.sender if content else None,
+            "display_name": content.sender_name if content else None,
         }
-        subject = opener.text(row["subject"])
-        if subject is not None:
-            message["subject"] = subject
+        if content and content.subject is not None:
+            message["subject"] = content.subject
         message["attachments"] = [
             {
-                "name": opener.text(a["name"]),
-                "content_type": a["content_type"],
-                "size": a["size"],
-                "sha256": a["sha256"],
-                "url": opener.text(a["url"]),
+                "name": names[i][0] if i < len(names) else None,
+                "content_type": meta["content_type"],
+                "size": meta["size"],
+                "sha256": meta["sha256"],
+                "url": names[i][1] if i < len(names) else None,
             }
-            for a in loads(row["attachments"])
+            for i, meta in enumerate(loads(row["attachments"]))
         ]
     else:
         message["author"] = row["author"]

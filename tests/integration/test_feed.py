@@ -129,7 +129,7 @@ def test_rebuilding_the_inbox_from_scratch_gives_the_same_rows(runtime: Runtime)
     before = _dump(runtime)
     assert len(before["rm_messages"]) == 9
     consumer = runtime.consumer("inbox")
-    consumer.reset()
+    runtime.feed.reset(consumer)
     with runtime.readdb.read() as tx:
         assert inbox.list_conversations(tx, str(tenant)) == []
     runtime.feed.catch_up(consumer)

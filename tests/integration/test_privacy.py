@@ -125,8 +125,8 @@ async def test_destroying_scope_keys_shows_the_erased_marker_and_aggregates_stil
     assert conversation.message_count == 2
     events = list(runtime.app.events.get(_uuid(conversation_id)))
     received = next(e for e in events if isinstance(e, Conversation.MessageReceived))
-    assert runtime.vault.open(received.body) is ERASED
-    assert runtime.vault.open(received.sender) is ERASED
+    assert runtime.vault.open(received.content) is ERASED
+    assert received.attachments == []  # metadata only; nothing personal outside the seal
 
 
 async def test_erased_scope_cannot_take_new_personal_data(api: Api, runtime: Runtime) -> None:
