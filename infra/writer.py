@@ -104,10 +104,15 @@ class Writer:
         positions = [o.position for o in outcomes if o.position is not None]
         if positions and self._after_commit is not None:
             self._after_commit(max(positions))
+        # One wake-up per event loop per batch, not one per command.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Outcome], Outcome]]] = {}
         for (_, future, loop), outcome in zip(batch, outcomes, strict=True):
-            loop.call_soon_threadsafe(_settle, future, outcome)
+            by_loop.setdefault(loop, []).append((future, outcome))
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle, settled)
 
 
-def _settle(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
-    if not future.done():
-        future.set_result(outcome)
+def _settle(settled: list[tuple[asyncio.Future[Outcome], Outcome]]) -> None:
+    for future, outcome in settled:
+        if not future.done():
+            future.set_result(outcome)
