@@ -155,10 +155,17 @@ def to_pg(sql: str) -> str:
 
 
 class _PgTx:
+    """In pipeline mode statements are sent without waiting for each answer (a write
+    transaction of many small statements costs one round trip, not one per statement);
+    reading a result or the row count waits for what was sent so far."""
+
     dialect: Dialect = "postgres"
 
-    def __init__(self, cur: psycopg.Cursor[tuple[Any, ...]]) -> None:
+    def __init__(
+        self, cur: psycopg.Cursor[tuple[Any, ...]], pipeline: psycopg.Pipeline | None = None
+    ) -> None:
         self._cur = cur
+        self._pipeline = pipeline
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._cur.execute(to_pg(sql), params, prepare=True)
@@ -174,6 +181,8 @@ class _PgTx:
 
     @property
     def rowcount(self) -> int:
+        if self._pipeline is not None:
+            self._pipeline.sync()
         return self._cur.rowcount
 
 
@@ -197,8 +206,13 @@ class PostgresDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[_PgTx]:
-        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            yield _PgTx(cur)
+        with (
+            self.pool.connection() as conn,
+            conn.pipeline() as pipeline,
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
+            yield _PgTx(cur, pipeline)
 
     @contextmanager
     def read(self) -> Iterator[_PgTx]:

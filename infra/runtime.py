@@ -73,7 +73,7 @@ def postgres_datastore(url: str, *, pool_size: int = 4, max_overflow: int = 4) -
         max_overflow=max_overflow,
         lock_timeout=10,
         idle_in_transaction_session_timeout=30,
-        pre_ping=True,
+        pre_ping=False,
     )
 
 

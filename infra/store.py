@@ -42,33 +42,53 @@ class IndexConflictError(IntegrityError):
     """A compare-and-set on the index found another value: someone else won the race."""
 
 
-def _apply_index_ops(cursor: Any, ops: Sequence[IndexOp], placeholder: str) -> None:
-    p = placeholder
+_ROWS_PER_STATEMENT = 200
+
+
+def _runs(ops: Sequence[IndexOp]) -> list[list[IndexOp]]:
+    """Consecutive ops of one kind, so that each run is one statement (order is kept)."""
+    runs: list[list[IndexOp]] = []
     for op in ops:
-        if op.kind is IndexOpKind.INSERT:
-            cursor.execute(
-                f"INSERT INTO {INDEX_TABLE} (namespace, key, value) VALUES ({p}, {p}, {p})",
-                (op.namespace, op.key, op.value),
-            )
-        elif op.kind is IndexOpKind.UPSERT:
-            cursor.execute(
-                f"INSERT INTO {INDEX_TABLE} (namespace, key, value) VALUES ({p}, {p}, {p}) "
-                "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
-                (op.namespace, op.key, op.value),
-            )
-        elif op.kind is IndexOpKind.DELETE:
-            cursor.execute(
-                f"DELETE FROM {INDEX_TABLE} WHERE namespace = {p} AND key = {p}",
-                (op.namespace, op.key),
-            )
+        if runs and runs[-1][0].kind is op.kind and len(runs[-1]) < _ROWS_PER_STATEMENT:
+            runs[-1].append(op)
         else:
-            cursor.execute(
-                f"UPDATE {INDEX_TABLE} SET value = {p} "
-                f"WHERE namespace = {p} AND key = {p} AND value = {p}",
-                (op.value, op.namespace, op.key, op.expected),
+            runs.append([op])
+    return runs
+
+
+def _apply_index_ops(cursor: Any, ops: Sequence[IndexOp], placeholder: str) -> None:
+    """Apply index changes: inserts and upserts as multi-row statements (a round trip per
+    run of them on PostgreSQL, not per row)."""
+    p = placeholder
+    for run in _runs(ops):
+        kind = run[0].kind
+        if kind in (IndexOpKind.INSERT, IndexOpKind.UPSERT):
+            rows = ", ".join([f"({p}, {p}, {p})"] * len(run))
+            conflict = (
+                " ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value"
+                if kind is IndexOpKind.UPSERT
+                else ""
             )
-            if cursor.rowcount != 1:
-                raise IndexConflictError(f"index {op.namespace} changed concurrently")
+            params = [v for op in run for v in (op.namespace, op.key, op.value)]
+            cursor.execute(
+                f"INSERT INTO {INDEX_TABLE} (namespace, key, value) VALUES {rows}{conflict}",
+                params,
+            )
+        elif kind is IndexOpKind.DELETE:
+            for op in run:
+                cursor.execute(
+                    f"DELETE FROM {INDEX_TABLE} WHERE namespace = {p} AND key = {p}",
+                    (op.namespace, op.key),
+                )
+        else:
+            for op in run:
+                cursor.execute(
+                    f"UPDATE {INDEX_TABLE} SET value = {p} "
+                    f"WHERE namespace = {p} AND key = {p} AND value = {p}",
+                    (op.value, op.namespace, op.key, op.expected),
+                )
+                if cursor.rowcount != 1:
+                    raise IndexConflictError(f"index {op.namespace} changed concurrently")
 
 
 class SQLiteEventStoreRecorder(SQLiteProcessRecorder):

@@ -217,16 +217,18 @@ class KeyVault:
             (scope_id, tenant, self._wrap_key(scope_id, key.raw), now)
             for scope_id, (tenant, key) in pending.items()
         ]
-        lost: list[str] = []
+        stored: set[str] = set()
         with self.db.transaction() as tx:
-            for row in rows:
+            for start in range(0, len(rows), 200):
+                chunk = rows[start : start + 200]
                 tx.execute(
-                    "INSERT INTO cc_vault_keys (scope, tenant_id, wrapped, created_at) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT (scope) DO NOTHING",
-                    row,
+                    "INSERT INTO cc_vault_keys (scope, tenant_id, wrapped, created_at) VALUES "
+                    + ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+                    + " ON CONFLICT (scope) DO NOTHING RETURNING scope",
+                    [value for row in chunk for value in row],
                 )
-                if tx.rowcount != 1:
-                    lost.append(row[0])
+                stored.update(str(r[0]) for r in tx.fetchall())
+        lost = [row[0] for row in rows if row[0] not in stored]
         with self._lock:
             for scope_id, (_, key) in pending.items():
                 current = self._pending.get(scope_id)
