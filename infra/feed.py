@@ -61,6 +61,11 @@ def read_tracking(tx: Tx, consumer: str, partition: int) -> int | None:
     return None if row is None else int(row[0])
 
 
+class AlreadyProcessedError(IntegrityError):
+    """The consumer's durable position is already at or past this one (another process
+    applied it): nothing was written, and the caller should re-read the position."""
+
+
 def write_tracking(tx: Tx, consumer: str, partition: int, position: int) -> None:
     """Advance the position; refuse to move backwards or stand still (a double apply)."""
     tx.execute(
@@ -75,7 +80,7 @@ def write_tracking(tx: Tx, consumer: str, partition: int, position: int) -> None
         (consumer, partition, position),
     )
     if tx.rowcount != 1:
-        raise IntegrityError(f"{consumer} already processed position {position}")
+        raise AlreadyProcessedError(f"{consumer} already processed position {position}")
 
 
 class ProjectionConsumer:
@@ -248,6 +253,11 @@ class InProcessFeed:
                         continue
                     items = [FeedItem(p, e) for p, e in recorded if consumer.interested_in(type(e))]
                     consumer.process(items, last)
+                except AlreadyProcessedError:
+                    # another process applied these first: re-read the position later
+                    self._positions.pop(name, None)
+                    self._wake[name].set()
+                    continue
                 except Exception as error:  # the write is committed; the thread retries
                     log.exception("consumer %s failed on fresh events", name)
                     self.errors[name] = type(error).__name__
@@ -275,7 +285,10 @@ class InProcessFeed:
         """Process everything recorded so far, synchronously; returns the count read."""
         read = 0
         while True:
-            done = self._step(consumer)
+            try:
+                done = self._step(consumer)
+            except AlreadyProcessedError:
+                continue  # another process got there first; _step re-reads the position
             read += done
             if done == 0:
                 return read
@@ -311,6 +324,8 @@ class InProcessFeed:
                 done = self._step(consumer)
                 self.errors.pop(consumer.name, None)
                 backoff = 0.1
+            except AlreadyProcessedError:
+                continue
             except Exception as error:  # keep going: a projection must not stop the product
                 log.exception("consumer %s failed; retrying", consumer.name)
                 self.errors[consumer.name] = type(error).__name__

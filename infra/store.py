@@ -56,7 +56,9 @@ def _runs(ops: Sequence[IndexOp]) -> list[list[IndexOp]]:
     return runs
 
 
-def _apply_index_ops(cursor: Any, ops: Sequence[IndexOp], placeholder: str) -> None:
+def _apply_index_ops(
+    cursor: Any, ops: Sequence[IndexOp], placeholder: str, sync: Any = None
+) -> None:
     """Apply index changes: inserts and upserts as multi-row statements (a round trip per
     run of them on PostgreSQL, not per row)."""
     p = placeholder
@@ -87,6 +89,8 @@ def _apply_index_ops(cursor: Any, ops: Sequence[IndexOp], placeholder: str) -> N
                     f"WHERE namespace = {p} AND key = {p} AND value = {p}",
                     (op.value, op.namespace, op.key, op.expected),
                 )
+                if sync is not None:
+                    sync()  # pipelined: the row count is known only once the answer is in
                 if cursor.rowcount != 1:
                     raise IndexConflictError(f"index {op.namespace} changed concurrently")
 
@@ -153,11 +157,16 @@ class PostgresEventStoreRecorder(PostgresProcessRecorder):
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         notification_ids: list[int] = []
-        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+        with (
+            self.datastore.get_connection() as conn,
+            conn.pipeline() as pipeline,
+            conn.transaction(),
+            conn.cursor() as curs,
+        ):
             tracking = kwargs.get("tracking")
             if tracking is not None:
                 self._insert_tracking(curs, tracking)
-            _apply_index_ops(curs, kwargs.get("index_ops") or (), "%s")
+            _apply_index_ops(curs, kwargs.get("index_ops") or (), "%s", pipeline.sync)
             if stored_events:
                 PostgresApplicationRecorder._insert_stored_events(self, curs, stored_events)
                 notification_ids = [row["notification_id"] for row in curs.fetchall()]
