@@ -1,0 +1,1 @@
+"""Process managers: routing, timers, delivery, webhooks, retention."""
