@@ -16,24 +16,11 @@ from typing import Any, Literal, Protocol
 import psycopg
 import psycopg_pool
 
+from projections.base import Tx
+
+__all__ = ["Database", "PostgresDatabase", "SQLiteDatabase", "Tx"]
+
 Dialect = Literal["sqlite", "postgres"]
-
-
-class Tx(Protocol):
-    """The cursor-like object projections and stores write through."""
-
-    dialect: Dialect
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
-
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
-
-    def fetchone(self) -> tuple[Any, ...] | None: ...
-
-    def fetchall(self) -> list[tuple[Any, ...]]: ...
-
-    @property
-    def rowcount(self) -> int: ...
 
 
 class Database(Protocol):

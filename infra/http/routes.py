@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from uuid import UUID
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from contact_centre.conversations import ConversationStatus
 from contact_centre.errors import NotFoundError, ValidationError
 from contact_centre.interaction import Channel
 from contact_centre.tenancy import Role
+from infra.db import Tx
 from infra.http.auth import (
     ALL_ROLES,
     STAFF,
@@ -41,6 +43,7 @@ ADMIN = frozenset({Role.ADMIN})
 SUPERVISORS = frozenset({Role.ADMIN, Role.SUPERVISOR})
 INGEST = frozenset({Role.ADMIN, Role.INTEGRATION})
 MAX_PAGE = 200
+T = TypeVar("T")
 
 
 async def _principal(request: web.Request, roles: frozenset[Role]) -> Principal:
@@ -362,26 +365,31 @@ async def _settle_directory(request: web.Request, position: int | None) -> None:
         await rt.feed.progress.wait("directory", position, rt.settings.projection_wait_ms / 1000)
 
 
+async def _read(rt: Runtime, query: Callable[[Tx], T]) -> T:
+    """Run a read-model query in a worker thread (never on the event loop)."""
+
+    def run() -> T:
+        with rt.readdb.read() as tx:
+            return query(tx)
+
+    return await asyncio.to_thread(run)
+
+
 async def list_tokens(request: web.Request) -> web.Response:
     principal = await _principal(request, ADMIN)
-    rt = _rt(request)
-
-    def query() -> list[dict[str, Any]]:
-        with rt.readdb.read() as tx:
-            rows = directory.list_tokens(tx, str(principal.tenant_id))
-        return [
-            {
-                "token_id": r["id"],
-                "role": r["role"],
-                "label": r["label"],
-                "agent_id": r["agent_id"],
-                "issued_at": iso(r["issued_at"]),
-                "revoked_at": iso(r["revoked_at"]),
-            }
-            for r in rows
-        ]
-
-    return web.json_response({"items": await asyncio.to_thread(query)})
+    rows = await _read(_rt(request), lambda tx: directory.list_tokens(tx, str(principal.tenant_id)))
+    items = [
+        {
+            "token_id": r["id"],
+            "role": r["role"],
+            "label": r["label"],
+            "agent_id": r["agent_id"],
+            "issued_at": iso(r["issued_at"]),
+            "revoked_at": iso(r["revoked_at"]),
+        }
+        for r in rows
+    ]
+    return web.json_response({"items": items})
 
 
 async def delete_token(request: web.Request) -> web.Response:
@@ -465,22 +473,17 @@ async def post_queue(request: web.Request) -> web.Response:
 
 async def list_queues(request: web.Request) -> web.Response:
     principal = await _principal(request, SUPERVISORS)
-    rt = _rt(request)
-
-    def query() -> list[dict[str, Any]]:
-        with rt.readdb.read() as tx:
-            rows = directory.list_queues(tx, str(principal.tenant_id))
-        return [
-            {
-                "queue_id": r["id"],
-                "name": r["name"],
-                "channels": loads(str(r["channels"])),
-                "created_at": iso(r["created_at"]),
-            }
-            for r in rows
-        ]
-
-    return web.json_response({"items": await asyncio.to_thread(query)})
+    rows = await _read(_rt(request), lambda tx: directory.list_queues(tx, str(principal.tenant_id)))
+    items = [
+        {
+            "queue_id": r["id"],
+            "name": r["name"],
+            "channels": loads(str(r["channels"])),
+            "created_at": iso(r["created_at"]),
+        }
+        for r in rows
+    ]
+    return web.json_response({"items": items})
 
 
 def setup_routes(app: web.Application) -> None:
