@@ -27,6 +27,8 @@ from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
     JSONTranscoder,
+    Tracking,
+    TrackingRecorder,
     Transcoding,
 )
 from eventsourcing.utils import Environment, EnvType
@@ -79,6 +81,10 @@ class SealedAsList(Transcoding):
     def decode(self, data: list[str]) -> Sealed:
         scope, token = data
         return Sealed(scope, token)
+
+
+class AlreadyTrackedError(IntegrityError):
+    """A workflow's position is already at or past the event it was about to record."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,11 +193,11 @@ class UnitOfWork:
         self._overlay[(op.namespace, op.key)] = None if op.kind is IndexOpKind.DELETE else op.value
 
     # -- transaction -------------------------------------------------------------------
-    def commit(self) -> int | None:
-        if not self._aggregates and not self._ops:
+    def commit(self, tracking: Tracking | None = None) -> int | None:
+        if not self._aggregates and not self._ops and tracking is None:
             return None
         self.app.sealer.flush()  # keys must be durable before events sealed under them
-        return self.app.record(list(self._aggregates.values()), self._ops)
+        return self.app.record(list(self._aggregates.values()), self._ops, tracking)
 
     def discard(self) -> None:
         """Forget cached aggregates this unit touched: they may hold unsaved changes."""
@@ -251,16 +257,22 @@ class ContactCentre(Application[UUID]):
         super().register_transcodings(transcoder)
         transcoder.register(SealedAsList())
 
-    def record(self, aggregates: Sequence[Aggregate], index_ops: Sequence[IndexOp]) -> int | None:
-        """Save the aggregates' pending events and the index changes in one transaction.
+    def record(
+        self,
+        aggregates: Sequence[Aggregate],
+        index_ops: Sequence[IndexOp],
+        tracking: Tracking | None = None,
+    ) -> int | None:
+        """Save the aggregates' pending events, the index changes and (for a workflow) the
+        position of the event it reacted to, in one transaction.
 
         ``Application.save`` does the same, but checks every object against runtime
         protocols first, which costs more than the rest of the save on the ingest path.
         """
         events = [event for aggregate in aggregates for event in aggregate.collect_events()]
-        if not events and not index_ops:
+        if not events and not index_ops and tracking is None:
             return None
-        recordings = self.events.put(events, index_ops=index_ops)
+        recordings = self.events.put(events, index_ops=index_ops, tracking=tracking)
         cache = self.repository.cache
         if cache is not None:
             for aggregate in aggregates:
@@ -271,21 +283,42 @@ class ContactCentre(Application[UUID]):
                 listener(recorded)
         return max((r.notification.id for r in recordings), default=None)
 
+    def _is_tracked(self, tracking: Tracking) -> bool:
+        recorder = self.recorder
+        if not isinstance(recorder, TrackingRecorder):
+            return False
+        latest = recorder.max_tracking_id(tracking.application_name)
+        return latest is not None and latest >= tracking.notification_id
+
+    def tracked_position(self, name: str) -> int | None:
+        """Where the workflow ``name`` has got to in the log (kept with the events)."""
+        recorder = self.recorder
+        assert isinstance(recorder, TrackingRecorder)
+        return recorder.max_tracking_id(name)
+
     # == running commands ==============================================================
-    def run(self, command: Callable[[UnitOfWork], T]) -> tuple[T, int | None]:
+    def run(
+        self, command: Callable[[UnitOfWork], T], tracking: Tracking | None = None
+    ) -> tuple[T, int | None]:
         """Run one command in its own transaction, retrying on concurrent writes.
 
         A version conflict (another process appended to the same aggregate) or a lost race
         for a unique index key raises IntegrityError at commit; the command is then run
-        again on fresh state, so concurrent deliveries never lose a message.
+        again on fresh state, so concurrent deliveries never lose a message. With
+        ``tracking`` (a workflow reacting to an event), a position already recorded
+        raises :class:`AlreadyTrackedError` instead of retrying.
         """
         for attempt in range(1, self.max_attempts + 1):
             uow = UnitOfWork(self)
             try:
                 result = command(uow)
-                position = uow.commit()
+                position = uow.commit(tracking)
             except IntegrityError:
                 uow.discard()
+                if tracking is not None and self._is_tracked(tracking):
+                    raise AlreadyTrackedError(
+                        f"{tracking.application_name} already at {tracking.notification_id}"
+                    ) from None
                 if attempt == self.max_attempts:
                     raise
                 log.info("write conflict, retrying (attempt %d)", attempt)

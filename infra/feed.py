@@ -10,18 +10,22 @@ so writes by other processes, such as the CLI, are picked up too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Mapper
+from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Mapper, Tracking
 from eventsourcing.utils import resolve_topic
 
+from contact_centre.application import AlreadyTrackedError, ContactCentre, UnitOfWork
+from contact_centre.errors import DomainError
 from infra.db import Database, Tx
 from projections.base import Projection
+from workflows.base import Policy
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,9 @@ class FeedItem:
 
 class Consumer(Protocol):
     name: str
+    # Whether the writer may apply fresh events to it in its own thread (projections); a
+    # workflow runs its own commands, so it is only woken.
+    inline: bool
 
     def interested_in(self, event_type: type[Any]) -> bool: ...
 
@@ -89,6 +96,7 @@ class ProjectionConsumer:
     # A batch with no relevant event only moves the position; writing that down can wait
     # (a restart re-reads at most this many irrelevant notifications).
     IDLE_TRACKING_STRIDE = 5_000
+    inline = True
 
     def __init__(self, projection: Projection, db: Database) -> None:
         self.projection = projection
@@ -132,6 +140,87 @@ class ProjectionConsumer:
             self.projection.reset(tx)
             tx.execute("DELETE FROM cc_tracking WHERE consumer = ?", (self.name,))
         self._written.clear()
+
+
+class PolicyConsumer:
+    """Runs a workflow policy: its reactions and its position commit together, in the
+    event store, through an application instance of its own."""
+
+    IDLE_TRACKING_STRIDE = 5_000
+    inline = False
+
+    def __init__(self, policy: Policy, app: ContactCentre) -> None:
+        self.policy = policy
+        self.app = app
+        self.name = policy.name
+        self._written: dict[int, int] = {}
+        self.skipped = 0
+
+    def _tracking_name(self, partition: int) -> str:
+        return self.name if partition == LOG_PARTITION else f"{self.name}#{partition}"
+
+    def interested_in(self, event_type: type[Any]) -> bool:
+        return self.policy.interested_in(event_type)
+
+    def position(self, partition: int = LOG_PARTITION) -> int | None:
+        position = self.app.tracked_position(self._tracking_name(partition))
+        if position is not None:
+            self._written[partition] = position
+        return position
+
+    def process(
+        self, items: Sequence[FeedItem], last_position: int, partition: int = LOG_PARTITION
+    ) -> None:
+        written = self._written.get(partition)
+        if (
+            not items
+            and written is not None
+            and last_position - written < self.IDLE_TRACKING_STRIDE
+        ):
+            return
+        name = self._tracking_name(partition)
+        try:
+            self.app.run(self._reacting(items), tracking=Tracking(name, last_position))
+        except AlreadyTrackedError as error:
+            raise AlreadyProcessedError(str(error)) from error
+        except DomainError:
+            # One reaction the domain refuses must not stall the others: react to each
+            # event in a transaction of its own (with its position) and pass over the
+            # refused ones, logged by position.
+            self._one_by_one(items, name, last_position)
+        self._written[partition] = last_position
+
+    def _reacting(self, items: Sequence[FeedItem]) -> Callable[[UnitOfWork], None]:
+        def command(uow: UnitOfWork) -> None:
+            for item in items:
+                self.policy.react(uow, item.event, item.position)
+
+        return command
+
+    def _one_by_one(self, items: Sequence[FeedItem], name: str, last_position: int) -> None:
+        for item in items:
+            try:
+                self.app.run(self._reacting([item]), tracking=Tracking(name, item.position))
+            except AlreadyTrackedError:
+                continue  # done before a crash
+            except DomainError as error:
+                self.skipped += 1
+                log.warning(
+                    "workflow %s refused the event at %d (%s): skipped",
+                    self.name,
+                    item.position,
+                    error.code,
+                )
+                self._advance(name, item.position)
+        self._advance(name, last_position)
+
+    def _advance(self, name: str, position: int) -> None:
+        with contextlib.suppress(AlreadyTrackedError):
+            self.app.run(_nothing, tracking=Tracking(name, position))
+
+
+def _nothing(uow: UnitOfWork) -> None:
+    return None
 
 
 class Progress:
@@ -243,6 +332,9 @@ class InProcessFeed:
         first, last = recorded[0][0], recorded[-1][0]
         for consumer in self._consumers:
             name = consumer.name
+            if not consumer.inline:
+                self._wake[name].set()
+                continue
             with self._locks[name]:
                 try:
                     position = self._position(consumer)

@@ -6,9 +6,11 @@ runs at import time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,9 @@ from contact_centre.application import ContactCentre
 from contact_centre.clock import Clock, SystemClock
 from infra.config import ConfigError, Settings
 from infra.db import Database, PostgresDatabase, SQLiteDatabase
-from infra.feed import InProcessFeed, ProjectionConsumer
+from infra.feed import Consumer, InProcessFeed, PolicyConsumer, ProjectionConsumer
 from infra.identities import PhoneEmailNormaliser
+from infra.scheduler import TickerRunner
 from infra.store import (
     PostgresEventStoreRecorder,
     PostgresWriteIndex,
@@ -35,6 +38,7 @@ from infra.writer import Writer
 from projections.base import Projection
 from projections.directory import DirectoryProjection
 from projections.inbox import InboxProjection
+from workflows.base import Policy, Ticker
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +91,23 @@ class Runtime:
     writer: Writer
     consumers: list[ProjectionConsumer]
     clock: Clock
+    make_app: Callable[[], ContactCentre]
+    policies: list[PolicyConsumer] = field(default_factory=list)
+    tickers: TickerRunner | None = None
     _closers: list[Any] = field(default_factory=list)
     started: bool = False
+
+    def add_policy(self, policy: Policy) -> PolicyConsumer:
+        """Run ``policy`` on the feed, with an application instance of its own."""
+        consumer = PolicyConsumer(policy, self.make_app())
+        self.policies.append(consumer)
+        self.feed.add(consumer)
+        return consumer
+
+    def add_ticker(self, ticker: Ticker) -> None:
+        if self.tickers is None:
+            self.tickers = TickerRunner([], self.clock)
+        self.tickers.tickers.append(ticker)
 
     def consumer(self, name: str) -> ProjectionConsumer:
         for consumer in self.consumers:
@@ -100,10 +119,14 @@ class Runtime:
         if not self.started:
             self.feed.start()
             self.writer.start()
+            if self.tickers is not None:
+                self.tickers.start()
             self.started = True
 
     def stop(self) -> None:
         if self.started:
+            if self.tickers is not None:
+                self.tickers.stop()
             self.writer.stop()
             self.feed.stop()
             self.started = False
@@ -118,9 +141,12 @@ class Runtime:
         self._closers.clear()
 
     def catch_up(self) -> None:
-        """Bring every projection up to date synchronously (CLI, tests)."""
-        for consumer in self.consumers:
-            self.feed.catch_up(consumer)
+        """Bring every projection and workflow up to date synchronously (CLI, tests)."""
+        for _ in range(100):  # workflows' events feed projections and other workflows
+            consumers: list[Consumer] = [*self.consumers, *self.policies]
+            read = sum(self.feed.catch_up(c) for c in consumers)
+            if read == 0:
+                return
 
 
 def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
@@ -162,14 +188,30 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
 
     vault = KeyVault(vault_db, master_key, clock=clock)
     vault.create_tables()
+    normaliser = PhoneEmailNormaliser()
     app = ContactCentre(
-        recorder=recorder,
-        index=index,
-        sealer=vault,
-        normaliser=PhoneEmailNormaliser(),
-        clock=clock,
+        recorder=recorder, index=index, sealer=vault, normaliser=normaliser, clock=clock
     )
     feed = InProcessFeed(recorder, app.mapper)
+
+    def make_app() -> ContactCentre:
+        """Another application instance on the same stores, for a workflow's own thread.
+
+        Its cache fast-forwards on every read (the writer changes aggregates under it),
+        and what it records is fed to projections and evicted from the writer's cache.
+        """
+        other = ContactCentre(
+            recorder=recorder,
+            index=index,
+            sealer=vault,
+            normaliser=normaliser,
+            clock=clock,
+            env={"AGGREGATE_CACHE_FASTFORWARD": "y", "AGGREGATE_CACHE_MAXSIZE": "5000"},
+        )
+        other.listeners.append(lambda recorded: _evict(app, recorded))
+        other.listeners.append(feed.publish)
+        return other
+
     consumers = [ProjectionConsumer(p, readdb) for p in all_projections()]
     for consumer in consumers:
         consumer.setup()
@@ -190,5 +232,16 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         writer=writer,
         consumers=consumers,
         clock=clock,
+        make_app=make_app,
         _closers=closers,
     )
+
+
+def _evict(app: ContactCentre, recorded: Sequence[tuple[int, Any]]) -> None:
+    """Drop from ``app``'s cache what another instance just changed (saves it a conflict)."""
+    cache = app.repository.cache
+    if cache is None:
+        return
+    for _, event in recorded:
+        with contextlib.suppress(KeyError):
+            cache.get(event.originator_id, evict=True)

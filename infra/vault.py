@@ -228,7 +228,11 @@ class KeyVault:
                     [value for row in chunk for value in row],
                 )
                 stored.update(str(r[0]) for r in tx.fetchall())
-        lost = [row[0] for row in rows if row[0] not in stored]
+        lost = [
+            scope_id
+            for scope_id, _, _, _ in rows
+            if scope_id not in stored and not self._stored_key_is(scope_id, pending[scope_id][1])
+        ]
         with self._lock:
             for scope_id, (_, key) in pending.items():
                 current = self._pending.get(scope_id)
@@ -242,6 +246,14 @@ class KeyVault:
             # Another process created the same scope's key first; values sealed under ours
             # would be unreadable, so the command must run again with the stored key.
             raise IndexConflictError(f"{len(lost)} scope keys were created concurrently")
+
+    def _stored_key_is(self, scope_id: str, key: _Key) -> bool:
+        """Whether the stored key of ``scope_id`` is ``key`` (another thread of this
+        process may have flushed our pending key first: not a conflict)."""
+        with self.db.read() as tx:
+            tx.execute("SELECT wrapped FROM cc_vault_keys WHERE scope = ?", (scope_id,))
+            row = tx.fetchone()
+        return row is not None and self._unwrap_key(scope_id, row[0]) == key.raw
 
     # -- destruction -------------------------------------------------------------------
     def destroy(self, scope_ids: Iterable[str]) -> int:

@@ -1,0 +1,147 @@
+"""Workflow infrastructure: policies react exactly once; tickers run what is due."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from uuid import UUID, uuid4
+
+import pytest
+
+from contact_centre.application import UnitOfWork
+from contact_centre.conversations import Conversation
+from contact_centre.errors import ConflictError
+from contact_centre.interaction import Channel, Direction, Identity, IdentityKind, Interaction
+from infra.config import Settings
+from infra.runtime import Runtime, build
+from infra.scheduler import TickerRunner
+from projections import inbox
+from workflows.base import Policy, Ticker, reacts_to
+
+
+class WelcomeNote(Policy):
+    """Adds a note to every new conversation; refuses (for the test) one chosen thread."""
+
+    name = "welcome-note"
+    refuse: ClassVar[set[UUID]] = set()
+
+    @reacts_to(Conversation.Opened)
+    def _opened(self, uow: UnitOfWork, event: Any, position: int) -> None:
+        if event.originator_id in self.refuse:
+            raise ConflictError("refused for the test")
+        uow.app.add_note_in(uow, event.tenant_id, event.originator_id, "system:welcome", "Hello!")
+
+
+def receive(runtime: Runtime, tenant: UUID, visitor: str) -> UUID:
+    result = runtime.app.receive(
+        Interaction(
+            tenant_id=tenant,
+            channel=Channel.WEBCHAT,
+            direction=Direction.INBOUND,
+            provider="webchat",
+            provider_message_id=str(uuid4()),
+            sender=Identity(IdentityKind.VISITOR, visitor),
+            body="hi",
+            occurred_at=datetime.now(UTC),
+        )
+    )
+    return result.conversation_id
+
+
+def notes_of(runtime: Runtime, tenant: UUID, conversation: UUID) -> list[str]:
+    with runtime.readdb.read() as tx:
+        rows = inbox.list_messages(tx, str(tenant), str(conversation))
+    return [str(r["author"]) for r in rows if r["kind"] == "note"]
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    WelcomeNote.refuse = set()
+
+
+def test_a_policy_reacts_once_to_each_event_across_restarts(
+    runtime: Runtime, settings: Settings
+) -> None:
+    runtime.add_policy(WelcomeNote())
+    tenant, _ = runtime.app.register_tenant("Acme")
+    conversations = [receive(runtime, tenant, f"v-{i}") for i in range(4)]
+    runtime.catch_up()
+    for conversation in conversations:
+        assert notes_of(runtime, tenant, conversation) == ["system:welcome"]
+
+    restarted = build(settings)
+    try:
+        restarted.add_policy(WelcomeNote())
+        restarted.catch_up()
+        more = receive(restarted, tenant, "v-new")
+        restarted.catch_up()
+        for conversation in [*conversations, more]:
+            assert notes_of(restarted, tenant, conversation) == ["system:welcome"]
+    finally:
+        restarted.close()
+
+
+def test_a_refused_reaction_is_passed_over_and_the_others_still_happen(runtime: Runtime) -> None:
+    consumer = runtime.add_policy(WelcomeNote())
+    tenant, _ = runtime.app.register_tenant("Acme")
+    conversations = [receive(runtime, tenant, f"v-{i}") for i in range(3)]
+    WelcomeNote.refuse = {conversations[1]}
+    runtime.catch_up()
+    assert notes_of(runtime, tenant, conversations[0]) == ["system:welcome"]
+    assert notes_of(runtime, tenant, conversations[1]) == []
+    assert notes_of(runtime, tenant, conversations[2]) == ["system:welcome"]
+    assert consumer.skipped == 1
+    runtime.catch_up()  # nothing is reacted to twice
+    assert notes_of(runtime, tenant, conversations[2]) == ["system:welcome"]
+    assert consumer.skipped == 1
+
+
+async def test_a_running_policy_reacts_to_api_writes_and_projections_see_it(
+    runtime: Runtime,
+) -> None:
+    runtime.add_policy(WelcomeNote())
+    runtime.start()
+    tenant, _ = runtime.app.register_tenant("Acme")
+    conversation = receive(runtime, tenant, "v-1")
+    # the policy's note reaches the inbox without anyone calling catch_up
+    for _ in range(200):
+        if notes_of(runtime, tenant, conversation):
+            break
+        await asyncio.sleep(0.025)
+    assert notes_of(runtime, tenant, conversation) == ["system:welcome"]
+
+
+class CountingTicker(Ticker):
+    name = "counting"
+    interval = 0.05
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.ticks = 0
+        self.fail_first = fail_first
+        self.seen: list[datetime] = []
+        self.done = threading.Event()
+
+    def tick(self, now: datetime) -> int:
+        self.ticks += 1
+        if self.ticks <= self.fail_first:
+            raise RuntimeError("transient")
+        self.seen.append(now)
+        if len(self.seen) >= 3:
+            self.done.set()
+        return 0
+
+
+def test_tickers_run_on_their_interval_with_the_injected_clock_and_survive_errors(
+    runtime: Runtime,
+) -> None:
+    ticker = CountingTicker(fail_first=1)
+    runner = TickerRunner([ticker], runtime.clock)
+    runner.start()
+    try:
+        assert ticker.done.wait(10)
+    finally:
+        runner.stop()
+    assert ticker.ticks >= 4
+    assert all(moment.tzinfo is not None for moment in ticker.seen)
