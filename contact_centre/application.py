@@ -53,7 +53,7 @@ from contact_centre.interaction import (
 )
 from contact_centre.ports import IdentityNormaliser, IndexOp, IndexOpKind, WriteIndex
 from contact_centre.privacy import Scope, ScopeKind, Sealed, Sealer
-from contact_centre.staff import Agent, Queue
+from contact_centre.staff import Agent, AgentPresence, Queue
 from contact_centre.tenancy import ApiToken, Role, Tenant, TenantStatus
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,29 @@ class SealedAsList(Transcoding):
     def decode(self, data: list[str]) -> Sealed:
         scope, token = data
         return Sealed(scope, token)
+
+
+MAX_ATTRIBUTES = 200
+ATTRIBUTE_KEY_CHARS = 64
+
+
+def check_attributes(changes: dict[str, Any]) -> dict[str, Any]:
+    """CRM attributes are typed custom fields: string, integer or boolean (null removes
+    one). Floats are refused: decimals travel as strings, money in minor units."""
+    checked: dict[str, Any] = {}
+    for key, value in changes.items():
+        if not isinstance(key, str) or not key or len(key) > ATTRIBUTE_KEY_CHARS:
+            raise ValidationError(f"attribute names are 1-{ATTRIBUTE_KEY_CHARS} characters")
+        if isinstance(value, float):
+            raise ValidationError(
+                f"attribute {key!r}: no floats (send decimals as strings, money in minor units)"
+            )
+        if value is not None and not isinstance(value, str | int | bool):
+            raise ValidationError(f"attribute {key!r} must be a string, integer, boolean or null")
+        if isinstance(value, str) and len(value) > 2_000:
+            raise ValidationError(f"attribute {key!r} is longer than 2000 characters")
+        checked[key] = value
+    return checked
 
 
 class AlreadyTrackedError(IntegrityError):
@@ -760,6 +783,95 @@ class ContactCentre(Application[UUID]):
             at=uow.now,
         )
         uow.index(IndexOp(IndexOpKind.INSERT, NS_IDENTITY, key, str(contact_id)))
+
+    def tag_contact_in(
+        self,
+        uow: UnitOfWork,
+        tenant_id: UUID,
+        contact_id: UUID,
+        add: list[str],
+        remove: list[str],
+    ) -> list[str]:
+        self._require_active_tenant(uow, tenant_id)
+        contact = uow.get(contact_id, Contact, tenant_id)
+        contact.tag(add, remove, uow.now)
+        return sorted(contact.tags)
+
+    def contact_attributes(self, contact: Contact) -> dict[str, Any]:
+        if contact.attributes is None:
+            return {}
+        opened = self.sealer.open(contact.attributes)
+        if not isinstance(opened, str):
+            raise ConflictError("this contact's data has been erased")
+        return cast(dict[str, Any], json.loads(opened))
+
+    def set_contact_attributes_in(
+        self, uow: UnitOfWork, tenant_id: UUID, contact_id: UUID, changes: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge typed CRM attributes into the contact's; a value of None removes the key."""
+        self._require_active_tenant(uow, tenant_id)
+        contact = uow.get(contact_id, Contact, tenant_id)
+        attributes = self.contact_attributes(contact)
+        for key, value in check_attributes(changes).items():
+            if value is None:
+                attributes.pop(key, None)
+            else:
+                attributes[key] = value
+        if len(attributes) > MAX_ATTRIBUTES:
+            raise ValidationError(f"a contact has at most {MAX_ATTRIBUTES} attributes")
+        contact.change_attributes(
+            attributes=self._seal(
+                Scope.contact(tenant_id, contact_id), json.dumps(attributes, sort_keys=True)
+            ),
+            at=uow.now,
+        )
+        return attributes
+
+    # == queues and presence ===========================================================
+    def queue_conversation_in(
+        self,
+        uow: UnitOfWork,
+        tenant_id: UUID,
+        conversation_id: UUID,
+        queue_id: UUID,
+        priority: int | None,
+        reason: str,
+        keep_waiting_since: bool = False,
+    ) -> None:
+        """Place a conversation in a queue (``priority`` defaults to the queue's)."""
+        conversation = self._conversation(uow, tenant_id, conversation_id)
+        queue = uow.get(queue_id, Queue, tenant_id)
+        conversation.queue(
+            queue.id,
+            queue.priority if priority is None else priority,
+            reason,
+            uow.now,
+            waiting_since=conversation.waiting_since if keep_waiting_since else None,
+        )
+
+    def abandon_in(
+        self, uow: UnitOfWork, tenant_id: UUID, conversation_id: UUID, reason: str
+    ) -> None:
+        self._conversation(uow, tenant_id, conversation_id).abandon(reason, uow.now)
+
+    def set_presence_in(
+        self,
+        uow: UnitOfWork,
+        tenant_id: UUID,
+        agent_id: UUID,
+        presence: AgentPresence,
+        reason: str | None = None,
+    ) -> bool:
+        self._require_active_tenant(uow, tenant_id)
+        return uow.get(agent_id, Agent, tenant_id).change_presence(presence, reason, uow.now)
+
+    def configure_queue_in(
+        self, uow: UnitOfWork, tenant_id: UUID, queue_id: UUID, changes: dict[str, Any]
+    ) -> dict[str, Any]:
+        self._require_active_tenant(uow, tenant_id)
+        queue = uow.get(queue_id, Queue, tenant_id)
+        queue.change_settings(changes, uow.now)
+        return dict(queue.settings)
 
     # == staff =========================================================================
     def create_agent_in(

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from contact_centre.errors import ConflictError
+from contact_centre.errors import ConflictError, ValidationError
 from contact_centre.interaction import Channel
 from contact_centre.privacy import Sealed
 from contact_centre.tenanted import TenantAggregate
@@ -87,6 +87,9 @@ class Conversation(TenantAggregate):
         self.assignee_id: UUID | None = None
         self.message_count = 0
         self.last_activity_at = at
+        self.queue_id: UUID | None = None
+        self.priority = 0
+        self.waiting_since: datetime | None = None  # set while queued and unanswered
 
     @classmethod
     def open(
@@ -201,6 +204,61 @@ class Conversation(TenantAggregate):
     @event(Assigned)
     def _assigned(self, agent_id: UUID | None, by: str, at: datetime) -> None:
         self.assignee_id = agent_id
+        if agent_id is not None:
+            self.waiting_since = None
+
+    class Queued(TenantAggregate.Event):
+        """Placed in a queue to wait for an agent. ``waiting_since`` is when the wait
+        began: the time of queueing, or the original time when work is re-queued."""
+
+        queue_id: UUID
+        priority: int
+        reason: str
+        waiting_since: datetime
+        at: datetime
+
+    def queue(
+        self,
+        queue_id: UUID,
+        priority: int,
+        reason: str,
+        at: datetime,
+        waiting_since: datetime | None = None,
+    ) -> None:
+        self._require_not_closed("queue")
+        if not 0 <= priority <= 100:
+            raise ValidationError("priority must be between 0 and 100")
+        self._queued(
+            queue_id=queue_id,
+            priority=priority,
+            reason=reason,
+            waiting_since=waiting_since or at,
+            at=at,
+        )
+
+    @event(Queued)
+    def _queued(
+        self, queue_id: UUID, priority: int, reason: str, waiting_since: datetime, at: datetime
+    ) -> None:
+        self.queue_id = queue_id
+        self.priority = priority
+        self.assignee_id = None
+        self.waiting_since = waiting_since
+
+    class Abandoned(TenantAggregate.Event):
+        """The customer left while waiting, before any agent answered."""
+
+        reason: str
+        at: datetime
+
+    def abandon(self, reason: str, at: datetime) -> None:
+        if self.waiting_since is None:
+            raise ConflictError("only a conversation waiting in a queue can be abandoned")
+        self._abandoned(reason=reason, at=at)
+
+    @event(Abandoned)
+    def _abandoned(self, reason: str, at: datetime) -> None:
+        self.waiting_since = None
 
     class MarkedPending(TenantAggregate.Event):
         by: str
@@ -217,6 +275,7 @@ class Conversation(TenantAggregate):
     @event(Resolved)
     def _resolved(self, by: str, at: datetime) -> None:
         self.status = ConversationStatus.RESOLVED
+        self.waiting_since = None
 
     class Reopened(TenantAggregate.Event):
         by: str
@@ -234,6 +293,7 @@ class Conversation(TenantAggregate):
     @event(Closed)
     def _closed(self, by: str, at: datetime) -> None:
         self.status = ConversationStatus.CLOSED
+        self.waiting_since = None
 
     def change_status(self, target: ConversationStatus, by: str, at: datetime) -> bool:
         """Move to ``target``; return False when already there. Closed is final."""

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -124,6 +125,59 @@ def cmd_tenant_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_projections_rebuild(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    runtime = build(settings)
+    try:
+        names = [c.name for c in runtime.consumers]
+        wanted = names if args.name == "all" else [args.name]
+        unknown = [n for n in wanted if n not in names]
+        if unknown:
+            print(
+                f"contact-centre: no projection {unknown[0]!r}; one of: {', '.join(names)}, all",
+                file=sys.stderr,
+            )
+            return 2
+        total = runtime.app.recorder.max_notification_id() or 0
+        for name in wanted:
+            started = time.monotonic()
+            bar = ProgressBar(f"rebuilding {name}", total, enabled=not args.quiet)
+            read = runtime.feed.rebuild(runtime.consumer(name), bar.progress)
+            bar.done()
+            elapsed = time.monotonic() - started
+            print(json.dumps({"projection": name, "events": read, "seconds": round(elapsed, 2)}))
+    finally:
+        runtime.close()
+    return 0
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (only when it is a terminal, or when forced)."""
+
+    def __init__(self, label: str, total: int, *, enabled: bool = True, width: int = 30) -> None:
+        self.label, self.total, self.width = label, max(total, 1), width
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def show(self, position: int) -> None:
+        if not self.enabled:
+            return
+        share = min(position / self.total, 1.0)
+        filled = int(share * self.width)
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] "
+            f"{share:4.0%} {position}/{self.total}"
+        )
+        sys.stderr.flush()
+
+    def progress(self, position: int, _read: int) -> None:
+        self.show(position)
+
+    def done(self) -> None:
+        if self.enabled:
+            self.show(self.total)
+            sys.stderr.write("\n")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="contact-centre",
@@ -159,6 +213,20 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--region", default="eu", help="data region recorded for the tenant")
     create.add_argument("--data-dir")
     create.set_defaults(handler=cmd_tenant_create)
+
+    projections = commands.add_parser("projections", help="manage read models")
+    projection_commands = projections.add_subparsers(
+        dest="projections_command", required=True, metavar="ACTION"
+    )
+    rebuild = projection_commands.add_parser(
+        "rebuild",
+        help="empty a read model and rebuild it from the event log (NAME or 'all'); "
+        "prints a progress bar and a final count",
+    )
+    rebuild.add_argument("name", help="inbox, directory, crm, timeline, queues, metrics, or all")
+    rebuild.add_argument("--data-dir")
+    rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
+    rebuild.set_defaults(handler=cmd_projections_rebuild)
     return root
 
 

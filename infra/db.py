@@ -149,16 +149,26 @@ class _PgTx:
     dialect: Dialect = "postgres"
 
     def __init__(
-        self, cur: psycopg.Cursor[tuple[Any, ...]], pipeline: psycopg.Pipeline | None = None
+        self,
+        conn: psycopg.Connection[tuple[Any, ...]],
+        pipeline: psycopg.Pipeline | None = None,
     ) -> None:
-        self._cur = cur
+        self._conn = conn
+        self._cur = conn.cursor()
         self._pipeline = pipeline
 
+    def _fresh_cursor(self) -> psycopg.Cursor[tuple[Any, ...]]:
+        # In pipeline mode a cursor gives the results of its first pending statement, not
+        # its last: each statement gets its own cursor, and fetches read the latest.
+        if self._pipeline is not None:
+            self._cur = self._conn.cursor()
+        return self._cur
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._cur.execute(to_pg(sql), params, prepare=True)
+        self._fresh_cursor().execute(to_pg(sql), params, prepare=True)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self._cur.executemany(to_pg(sql), rows)
+        self._fresh_cursor().executemany(to_pg(sql), rows)
 
     def fetchone(self) -> tuple[Any, ...] | None:
         return self._cur.fetchone()
@@ -193,22 +203,13 @@ class PostgresDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[_PgTx]:
-        with (
-            self.pool.connection() as conn,
-            conn.pipeline() as pipeline,
-            conn.transaction(),
-            conn.cursor() as cur,
-        ):
-            yield _PgTx(cur, pipeline)
+        with self.pool.connection() as conn, conn.pipeline() as pipeline, conn.transaction():
+            yield _PgTx(conn, pipeline)
 
     @contextmanager
     def read(self) -> Iterator[_PgTx]:
-        with (
-            self.pool.connection() as conn,
-            conn.transaction(force_rollback=True),
-            conn.cursor() as cur,
-        ):
-            yield _PgTx(cur)
+        with self.pool.connection() as conn, conn.transaction(force_rollback=True):
+            yield _PgTx(conn)
 
     def execute_outside_transaction(self, sql: str) -> None:
         with self.pool.connection() as conn:

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 LOG_PARTITION = -1  # the event store's own notification log, as opposed to a Kafka partition
 
+VERSIONS_DDL = (
+    "CREATE TABLE IF NOT EXISTS cc_projection_versions ("
+    " name TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+)
 TRACKING_DDL = (
     "CREATE TABLE IF NOT EXISTS cc_tracking ("
     " consumer TEXT NOT NULL, partition INTEGER NOT NULL, position BIGINT NOT NULL,"
@@ -105,9 +109,27 @@ class ProjectionConsumer:
         self._written: dict[int, int] = {}
 
     def setup(self) -> None:
+        """Create the tables; if the projection's version changed, drop and rebuild them."""
         with self.db.transaction() as tx:
             tx.execute(TRACKING_DDL)
+            tx.execute(VERSIONS_DDL)
+            tx.execute("SELECT version FROM cc_projection_versions WHERE name = ?", (self.name,))
+            row = tx.fetchone()
+            if row is not None and int(row[0]) != self.projection.version:
+                log.warning(
+                    "projection %s changed from version %s to %s: rebuilding it from the log",
+                    self.name,
+                    row[0],
+                    self.projection.version,
+                )
+                self.projection.drop(tx)
+                tx.execute("DELETE FROM cc_tracking WHERE consumer = ?", (self.name,))
             self.projection.setup(tx)
+            tx.execute(
+                "INSERT INTO cc_projection_versions (name, version) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET version = excluded.version",
+                (self.name, self.projection.version),
+            )
 
     def interested_in(self, event_type: type[Any]) -> bool:
         return self.projection.interested_in(event_type)
@@ -372,6 +394,21 @@ class InProcessFeed:
         with self._locks.setdefault(consumer.name, threading.Lock()):
             consumer.reset()
             self._positions.pop(consumer.name, None)
+
+    def rebuild(
+        self, consumer: ProjectionConsumer, progress: Callable[[int, int], None] | None = None
+    ) -> int:
+        """Empty a projection and apply the whole log to it again; returns events read.
+        ``progress(position, read)`` is called after every batch."""
+        self.reset(consumer)
+        read = 0
+        while True:
+            done = self._step(consumer)
+            read += done
+            if progress is not None:
+                progress(self._positions.get(consumer.name, 0), read)
+            if done == 0:
+                return read
 
     def catch_up(self, consumer: Consumer) -> int:
         """Process everything recorded so far, synchronously; returns the count read."""

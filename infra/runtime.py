@@ -22,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from contact_centre.application import ContactCentre
 from contact_centre.clock import Clock, SystemClock
+from contact_centre.privacy import Sealer
 from infra.config import ConfigError, Settings
 from infra.db import Database, PostgresDatabase, SQLiteDatabase
 from infra.feed import Consumer, InProcessFeed, PolicyConsumer, ProjectionConsumer
@@ -36,17 +37,29 @@ from infra.store import (
 from infra.vault import KeyVault
 from infra.writer import Writer
 from projections.base import Projection
+from projections.crm import CrmProjection
 from projections.directory import DirectoryProjection
 from projections.inbox import InboxProjection
+from projections.metrics import MetricsProjection
+from projections.queues import QueueStateProjection
+from projections.timeline import TimelineProjection
 from workflows.base import Policy, Ticker
+from workflows.placement import DefaultPlacement, QueueFinder
 
 log = logging.getLogger(__name__)
 
 EVENTS_TABLE = "cc_events"
 
 
-def all_projections() -> list[Projection]:
-    return [InboxProjection(), DirectoryProjection()]
+def all_projections(sealer: Sealer) -> list[Projection]:
+    return [
+        InboxProjection(),
+        DirectoryProjection(),
+        CrmProjection(sealer),
+        TimelineProjection(),
+        QueueStateProjection(),
+        MetricsProjection(),
+    ]
 
 
 def load_or_create_master_key(data_dir: Path) -> bytes:
@@ -212,7 +225,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         other.listeners.append(feed.publish)
         return other
 
-    consumers = [ProjectionConsumer(p, readdb) for p in all_projections()]
+    consumers = [ProjectionConsumer(p, readdb) for p in all_projections(vault)]
     for consumer in consumers:
         consumer.setup()
         feed.add(consumer)
@@ -223,7 +236,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         max_queue=settings.writer_queue,
         before_batch=vault.refresh if settings.is_scaled else None,
     )
-    return Runtime(
+    runtime = Runtime(
         settings=settings,
         app=app,
         vault=vault,
@@ -235,6 +248,8 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         make_app=make_app,
         _closers=closers,
     )
+    runtime.add_policy(DefaultPlacement(QueueFinder(readdb.read)))
+    return runtime
 
 
 def _evict(app: ContactCentre, recorded: Sequence[tuple[int, Any]]) -> None:

@@ -207,6 +207,14 @@ class KeyVault:
         key = self._key_for_write(Scope(tenant_id, ScopeKind.TENANT_INDEX, tenant_id))
         return hmac.new(key.raw, f"{purpose}\x1e{value}".encode(), hashlib.sha256).hexdigest()
 
+    def existing_blind_index(self, tenant_id: UUID, purpose: str, value: str) -> str | None:
+        """As :meth:`blind_index`, for reads: None (and no key made) when the tenant has no
+        index key yet, or it was destroyed."""
+        key = self._lookup(Scope(tenant_id, ScopeKind.TENANT_INDEX, tenant_id).id)
+        if key is None or key is _DESTROYED_KEY:
+            return None
+        return hmac.new(key.raw, f"{purpose}\x1e{value}".encode(), hashlib.sha256).hexdigest()
+
     def flush(self) -> None:
         with self._lock:
             pending = dict(self._pending)

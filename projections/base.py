@@ -53,6 +53,9 @@ class Projection(ABC):
     name: ClassVar[str]
     ddl: ClassVar[Sequence[str]] = ()
     tables: ClassVar[Sequence[str]] = ()
+    # Bump when the tables change shape: the runner then drops them and rebuilds the
+    # read model from the log (read models are derived data, never migrated by hand).
+    version: ClassVar[int] = 1
     _handlers: ClassVar[dict[type[Any], str]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -72,6 +75,10 @@ class Projection(ABC):
         """Delete every row, before a rebuild from the start of the log."""
         for table in self.tables:
             tx.execute(f"DELETE FROM {table}")
+
+    def drop(self, tx: Tx) -> None:
+        for table in self.tables:
+            tx.execute(f"DROP TABLE IF EXISTS {table}")
 
     def interested_in(self, event_type: type[Any]) -> bool:
         return event_type in self._handlers

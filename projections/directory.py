@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from contact_centre.staff import Agent, Queue
+from contact_centre.staff import Agent, Queue, skills_satisfy
 from contact_centre.tenancy import ApiToken
-from projections.base import Projection, Tx, dumps, handles, micros, sealed_text
+from projections.base import Projection, Tx, dumps, handles, loads, micros, sealed_text
 
 
 class DirectoryProjection(Projection):
     name = "directory"
+    version = 2
     tables = ("rm_tokens", "rm_agents", "rm_queues")
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_tokens ("
@@ -23,7 +24,7 @@ class DirectoryProjection(Projection):
         "CREATE INDEX IF NOT EXISTS rm_agents_tenant ON rm_agents (tenant_id, created_at)",
         "CREATE TABLE IF NOT EXISTS rm_queues ("
         " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, name TEXT NOT NULL,"
-        " channels TEXT NOT NULL, created_at BIGINT NOT NULL)",
+        " channels TEXT NOT NULL, settings TEXT NOT NULL, created_at BIGINT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS rm_queues_tenant ON rm_queues (tenant_id, created_at)",
     )
 
@@ -66,9 +67,22 @@ class DirectoryProjection(Projection):
     @handles(Queue.Created)
     def _queue_created(self, tx: Tx, e: Queue.Created, position: int) -> None:
         tx.execute(
-            "INSERT INTO rm_queues (id, tenant_id, name, channels, created_at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO rm_queues (id, tenant_id, name, channels, settings, created_at)"
+            " VALUES (?, ?, ?, ?, '{}', ?) ON CONFLICT (id) DO NOTHING",
             (str(e.originator_id), str(e.tenant_id), e.name, dumps(e.channels), micros(e.at)),
+        )
+
+    @handles(Queue.SettingsChanged)
+    def _queue_settings(self, tx: Tx, e: Queue.SettingsChanged, position: int) -> None:
+        tx.execute("SELECT settings FROM rm_queues WHERE id = ?", (str(e.originator_id),))
+        row = tx.fetchone()
+        if row is None:
+            return
+        settings = loads(row[0])
+        settings.update(e.changes)
+        tx.execute(
+            "UPDATE rm_queues SET settings = ? WHERE id = ?",
+            (dumps(settings), str(e.originator_id)),
         )
 
 
@@ -91,9 +105,24 @@ def list_agents(tx: Tx, tenant_id: str) -> list[dict[str, Any]]:
 
 
 def list_queues(tx: Tx, tenant_id: str) -> list[dict[str, Any]]:
-    keys = ("id", "name", "channels", "created_at")
+    keys = ("id", "name", "channels", "settings", "created_at")
     tx.execute(
         f"SELECT {', '.join(keys)} FROM rm_queues WHERE tenant_id = ? ORDER BY created_at, id",
         (tenant_id,),
     )
     return [dict(zip(keys, row, strict=True)) for row in tx.fetchall()]
+
+
+def agent_queue_ids(tx: Tx, tenant_id: str, agent_id: str) -> list[str]:
+    """The queues an agent works: those whose required skills it has (all, when none)."""
+    tx.execute("SELECT skills FROM rm_agents WHERE tenant_id = ? AND id = ?", (tenant_id, agent_id))
+    row = tx.fetchone()
+    if row is None:
+        return []
+    skills = loads(row[0])
+    tx.execute("SELECT id, settings FROM rm_queues WHERE tenant_id = ?", (tenant_id,))
+    return sorted(
+        str(queue_id)
+        for queue_id, settings in tx.fetchall()
+        if skills_satisfy(skills, loads(settings).get("required_skills", []))
+    )

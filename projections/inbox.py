@@ -6,15 +6,19 @@ only to answer an authorised request.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from contact_centre.contacts import Contact
 from contact_centre.conversations import Conversation, ConversationStatus
 from projections.base import Projection, Tx, dumps, handles, loads, micros, sealed_text
 
+_STILL_WAITING = (ConversationStatus.OPEN, ConversationStatus.PENDING)
+
 
 class InboxProjection(Projection):
     name = "inbox"
+    version = 2
     tables = ("rm_conversations", "rm_messages", "rm_contacts")
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_conversations ("
@@ -22,7 +26,10 @@ class InboxProjection(Projection):
         " contact_id TEXT NOT NULL, status TEXT NOT NULL, assignee_id TEXT,"
         " last_message TEXT, last_direction TEXT, last_message_at BIGINT,"
         " unread INTEGER NOT NULL, message_count INTEGER NOT NULL,"
-        " opened_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+        " opened_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,"
+        " queue_id TEXT, priority INTEGER NOT NULL DEFAULT 0, waiting_since BIGINT)",
+        "CREATE INDEX IF NOT EXISTS rm_conversations_queue"
+        " ON rm_conversations (tenant_id, queue_id, updated_at)",
         "CREATE INDEX IF NOT EXISTS rm_conversations_recent"
         " ON rm_conversations (tenant_id, updated_at, id)",
         "CREATE INDEX IF NOT EXISTS rm_conversations_status"
@@ -177,14 +184,46 @@ class InboxProjection(Projection):
 
     @handles(Conversation.Assigned)
     def _assigned(self, tx: Tx, e: Conversation.Assigned, position: int) -> None:
+        if e.agent_id is None:
+            tx.execute(
+                "UPDATE rm_conversations SET assignee_id = NULL, updated_at = ? WHERE id = ?",
+                (micros(e.at), str(e.originator_id)),
+            )
+            return
+        # Assigned to an agent, the conversation no longer waits in its queue.
         tx.execute(
-            "UPDATE rm_conversations SET assignee_id = ?, updated_at = ? WHERE id = ?",
-            (str(e.agent_id) if e.agent_id else None, micros(e.at), str(e.originator_id)),
+            "UPDATE rm_conversations SET assignee_id = ?, waiting_since = NULL, updated_at = ?"
+            " WHERE id = ?",
+            (str(e.agent_id), micros(e.at), str(e.originator_id)),
+        )
+
+    @handles(Conversation.Queued)
+    def _queued(self, tx: Tx, e: Conversation.Queued, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_conversations SET queue_id = ?, priority = ?, waiting_since = ?,"
+            " assignee_id = NULL, updated_at = ? WHERE id = ?",
+            (
+                str(e.queue_id),
+                e.priority,
+                micros(e.waiting_since),
+                micros(e.at),
+                str(e.originator_id),
+            ),
+        )
+
+    @handles(Conversation.Abandoned)
+    def _abandoned(self, tx: Tx, e: Conversation.Abandoned, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_conversations SET waiting_since = NULL, updated_at = ? WHERE id = ?",
+            (micros(e.at), str(e.originator_id)),
         )
 
     def _status(self, tx: Tx, conversation_id: str, status: ConversationStatus, at: int) -> None:
+        # Resolved and closed conversations wait for nobody.
+        waiting = "waiting_since" if status in _STILL_WAITING else "NULL"
         tx.execute(
-            "UPDATE rm_conversations SET status = ?, updated_at = ? WHERE id = ?",
+            f"UPDATE rm_conversations SET status = ?, updated_at = ?, waiting_since = {waiting}"
+            " WHERE id = ?",
             (status.value, at, conversation_id),
         )
 
@@ -209,7 +248,7 @@ class InboxProjection(Projection):
 CONVERSATION_COLUMNS = (
     "c.id, c.channel, c.contact_id, c.status, c.assignee_id, c.last_message, c.last_direction,"
     " c.last_message_at, c.unread, c.message_count, c.opened_at, c.updated_at,"
-    " k.display_name, k.identities"
+    " c.queue_id, c.priority, c.waiting_since, k.display_name, k.identities"
 )
 _CONVERSATION_KEYS = (
     "id",
@@ -224,6 +263,9 @@ _CONVERSATION_KEYS = (
     "message_count",
     "opened_at",
     "updated_at",
+    "queue_id",
+    "priority",
+    "waiting_since",
     "contact_display_name",
     "contact_identities",
 )
@@ -241,12 +283,35 @@ def list_conversations(
     channel: str | None = None,
     assignee: str | None = None,
     contact_id: str | None = None,
+    contact_ids: Sequence[str] | None = None,
+    queue_id: str | None = None,
+    visible_to: tuple[str, Sequence[str]] | None = None,
     after: tuple[int, str] | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Newest activity first; ``after`` is the (updated_at, id) of the last row seen."""
+    """Newest activity first; ``after`` is the (updated_at, id) of the last row seen.
+
+    ``contact_ids`` restricts to those contacts (a contact search); ``visible_to`` is an
+    agent's (agent id, queue ids): only conversations assigned to it or in its queues.
+    """
     where = ["c.tenant_id = ?"]
     params: list[object] = [tenant_id]
+    if contact_ids is not None:
+        if not contact_ids:
+            return []
+        where.append(f"c.contact_id IN ({', '.join('?' * len(contact_ids))})")
+        params.extend(contact_ids)
+    if queue_id is not None:
+        where.append("c.queue_id = ?")
+        params.append(queue_id)
+    if visible_to is not None:
+        agent, queues = visible_to
+        clause = "c.assignee_id = ?"
+        params.append(agent)
+        if queues:
+            clause += f" OR c.queue_id IN ({', '.join('?' * len(queues))})"
+            params.extend(queues)
+        where.append(f"({clause})")
     if status is not None:
         where.append("c.status = ?")
         params.append(status)

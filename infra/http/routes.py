@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -15,6 +15,7 @@ from contact_centre.application import Principal, Receive
 from contact_centre.conversations import ConversationStatus
 from contact_centre.errors import NotFoundError, ValidationError
 from contact_centre.interaction import Channel
+from contact_centre.staff import AgentPresence
 from contact_centre.tenancy import Role
 from infra.db import Tx
 from infra.http.auth import (
@@ -23,6 +24,7 @@ from infra.http.auth import (
     authenticate,
     require_role,
 )
+from infra.http.crm_routes import setup_crm_routes
 from infra.http.errors import ApiError
 from infra.http.keys import AUTH, RUNTIME
 from infra.http.schemas import (
@@ -34,9 +36,11 @@ from infra.http.schemas import (
     reject_unknown,
     req_str,
 )
+from infra.http.search import search_tokens, search_words_of
+from infra.http.supervision_routes import setup_supervision_routes
 from infra.http.views import Opener, iso, render_conversation, render_message, render_note
 from infra.runtime import Runtime
-from projections import directory, inbox
+from projections import crm, directory, inbox
 from projections.base import loads
 
 ADMIN = frozenset({Role.ADMIN})
@@ -142,53 +146,109 @@ def _encode_cursor(updated_at: int, conversation_id: str) -> str:
     return base64.urlsafe_b64encode(f"{updated_at}:{conversation_id}".encode()).decode().rstrip("=")
 
 
-def _query_enum(request: web.Request, name: str, enum: type[Any]) -> str | None:
-    value = request.query.get(name)
-    if value is None or value == "":
+def _visible_queues(tx: Tx, principal: Principal) -> list[str] | None:
+    """The queues an agent token may see (None: every queue, for other roles)."""
+    if principal.role is not Role.AGENT or principal.agent_id is None:
         return None
-    try:
-        return str(enum(value).value)
-    except ValueError:
-        options = ", ".join(m.value for m in enum)
-        raise ValidationError(f"{name} must be one of: {options}") from None
+    return directory.agent_queue_ids(tx, str(principal.tenant_id), str(principal.agent_id))
 
 
-async def list_conversations(request: web.Request) -> web.Response:
-    principal = await _principal(request, STAFF)
-    rt = _rt(request)
-    status = _query_enum(request, "status", ConversationStatus)
-    channel = _query_enum(request, "channel", Channel)
-    assignee = request.query.get("assignee") or None
+def can_see(tx: Tx, principal: Principal, row: dict[str, Any]) -> bool:
+    """Agents see conversations assigned to them or waiting in their queues."""
+    queues = _visible_queues(tx, principal)
+    if queues is None:
+        return True
+    return row["assignee_id"] == str(principal.agent_id) or row["queue_id"] in queues
+
+
+async def require_visible(
+    request: web.Request, principal: Principal, conversation_id: UUID
+) -> None:
+    """404 for a conversation the caller may not see (as for one that does not exist)."""
+    if principal.role is not Role.AGENT:
+        return
+
+    def check(tx: Tx) -> bool:
+        row = inbox.get_conversation(tx, str(principal.tenant_id), str(conversation_id))
+        return row is not None and can_see(tx, principal, row)
+
+    if not await _read(_rt(request), check):
+        raise NotFoundError(f"conversation {conversation_id} not found")
+
+
+def _inbox_filters(principal: Principal, source: Mapping[str, Any]) -> dict[str, Any]:
+    """The inbox filters, from a query string or a search body (same names)."""
+
+    def text(name: str) -> str | None:
+        value = source.get(name)
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise ValidationError(f"{name} must be a string")
+        return value
+
+    def enum(name: str, kind: type[Any]) -> str | None:
+        value = text(name)
+        if value is None:
+            return None
+        try:
+            return str(kind(value).value)
+        except ValueError:
+            options = ", ".join(m.value for m in kind)
+            raise ValidationError(f"{name} must be one of: {options}") from None
+
+    assignee = text("assignee")
     if assignee == "me":
         if principal.agent_id is None:
             raise ValidationError("assignee=me needs an agent token")
         assignee = str(principal.agent_id)
     elif assignee not in (None, "none"):
         assignee = str(parse_uuid(assignee, "assignee"))
-    contact_id = request.query.get("contact_id") or None
-    if contact_id is not None:
-        contact_id = str(parse_uuid(contact_id, "contact_id"))
+    contact_id = text("contact_id")
+    queue_id = text("queue_id")
+    raw_limit = source.get("limit", 50)
     try:
-        limit = int(request.query.get("limit", "50"))
-    except ValueError:
+        limit = int(raw_limit)
+    except (TypeError, ValueError):
         raise ValidationError("limit must be an integer") from None
-    if not 1 <= limit <= MAX_PAGE:
+    if isinstance(raw_limit, bool) or not 1 <= limit <= MAX_PAGE:
         raise ValidationError(f"limit must be between 1 and {MAX_PAGE}")
-    cursor = request.query.get("cursor")
-    after = _decode_cursor(cursor) if cursor else None
+    cursor = text("cursor")
+    return {
+        "status": enum("status", ConversationStatus),
+        "channel": enum("channel", Channel),
+        "assignee": assignee,
+        "contact_id": str(parse_uuid(contact_id, "contact_id")) if contact_id else None,
+        "queue_id": str(parse_uuid(queue_id, "queue_id")) if queue_id else None,
+        "after": _decode_cursor(cursor) if cursor else None,
+        "limit": limit,
+    }
+
+
+async def _inbox_page(
+    request: web.Request, principal: Principal, filters: dict[str, Any], contact: str | None
+) -> dict[str, Any]:
+    rt = _rt(request)
+    words = search_words_of(contact) if contact is not None else None
+    limit = filters.pop("limit")
 
     def query() -> dict[str, Any]:
         rt.vault.refresh()
+        contact_ids: list[str] | None = None
+        if words is not None:
+            tokens = search_tokens(rt, principal.tenant_id, words)
+            contact_ids = []
         with rt.readdb.read() as tx:
+            queues = _visible_queues(tx, principal)
+            if words is not None and tokens is not None:
+                contact_ids = crm.search_contact_ids(tx, str(principal.tenant_id), tokens)
             rows = inbox.list_conversations(
                 tx,
                 str(principal.tenant_id),
-                status=status,
-                channel=channel,
-                assignee=assignee,
-                contact_id=contact_id,
-                after=after,
+                contact_ids=contact_ids,
+                visible_to=(str(principal.agent_id), queues) if queues is not None else None,
                 limit=limit + 1,
+                **filters,
             )
         more = len(rows) > limit
         rows = rows[:limit]
@@ -199,7 +259,26 @@ async def list_conversations(request: web.Request) -> web.Response:
         )
         return {"items": items, "next": next_cursor}
 
-    return web.json_response(await asyncio.to_thread(query))
+    return await asyncio.to_thread(query)
+
+
+async def list_conversations(request: web.Request) -> web.Response:
+    principal = await _principal(request, STAFF)
+    filters = _inbox_filters(principal, request.query)
+    return web.json_response(await _inbox_page(request, principal, filters, None))
+
+
+async def search_conversations(request: web.Request) -> web.Response:
+    """The inbox with a contact search: POST, so names never travel in URLs (and logs)."""
+    principal = await _principal(request, STAFF)
+    doc = await read_json(request)
+    reject_unknown(
+        doc,
+        {"contact", "status", "channel", "assignee", "contact_id", "queue_id", "limit", "cursor"},
+    )
+    contact = get_str(doc, "contact", required=False, max_len=200)
+    filters = _inbox_filters(principal, doc)
+    return web.json_response(await _inbox_page(request, principal, filters, contact))
 
 
 async def get_conversation(request: web.Request) -> web.Response:
@@ -211,7 +290,7 @@ async def get_conversation(request: web.Request) -> web.Response:
         rt.vault.refresh()
         with rt.readdb.read() as tx:
             row = inbox.get_conversation(tx, str(principal.tenant_id), str(conversation_id))
-            if row is None:
+            if row is None or not can_see(tx, principal, row):
                 return None
             entries = inbox.list_messages(tx, str(principal.tenant_id), str(conversation_id))
         body = render_conversation(row, rt.vault, detail=True)
@@ -229,6 +308,7 @@ async def post_reply(request: web.Request) -> web.Response:
     principal = await _principal(request, STAFF)
     rt = _rt(request)
     conversation_id = _path_uuid(request, "conversation_id")
+    await require_visible(request, principal, conversation_id)
     doc = await read_json(request)
     reject_unknown(doc, {"body"})
     body = get_str(doc, "body", max_len=100_000)
@@ -257,6 +337,7 @@ async def post_note(request: web.Request) -> web.Response:
     principal = await _principal(request, STAFF)
     rt = _rt(request)
     conversation_id = _path_uuid(request, "conversation_id")
+    await require_visible(request, principal, conversation_id)
     doc = await read_json(request)
     reject_unknown(doc, {"body"})
     body = get_str(doc, "body", max_len=100_000)
@@ -276,6 +357,7 @@ async def post_status(request: web.Request) -> web.Response:
     principal = await _principal(request, STAFF)
     rt = _rt(request)
     conversation_id = _path_uuid(request, "conversation_id")
+    await require_visible(request, principal, conversation_id)
     doc = await read_json(request)
     reject_unknown(doc, {"status"})
     raw = req_str(doc, "status", max_len=32)
@@ -299,6 +381,7 @@ async def post_assignment(request: web.Request) -> web.Response:
     principal = await _principal(request, STAFF)
     rt = _rt(request)
     conversation_id = _path_uuid(request, "conversation_id")
+    await require_visible(request, principal, conversation_id)
     doc = await read_json(request)
     reject_unknown(doc, {"agent_id"})
     agent_id = get_uuid(doc, "agent_id", required=False)
@@ -316,6 +399,41 @@ async def post_assignment(request: web.Request) -> web.Response:
             "assignee_id": str(agent_id) if agent_id else None,
         }
     )
+
+
+async def post_queue_placement(request: web.Request) -> web.Response:
+    principal = await _principal(request, SUPERVISORS)
+    rt = _rt(request)
+    conversation_id = _path_uuid(request, "conversation_id")
+    doc = await read_json(request)
+    reject_unknown(doc, {"queue_id", "priority"})
+    queue_id = get_uuid(doc, "queue_id")
+    assert queue_id is not None
+    priority = doc.get("priority")
+    if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
+        raise ValidationError("priority must be an integer from 0 to 100")
+    _, position = await rt.writer.run(
+        lambda uow: rt.app.queue_conversation_in(
+            uow, principal.tenant_id, conversation_id, queue_id, priority, "manual"
+        )
+    )
+    await _settle(request, position)
+    return web.json_response({"conversation_id": str(conversation_id), "queue_id": str(queue_id)})
+
+
+async def post_abandon(request: web.Request) -> web.Response:
+    """A channel reports that the customer left while waiting (hung up, closed the chat)."""
+    principal = await _principal(request, INGEST)
+    rt = _rt(request)
+    conversation_id = _path_uuid(request, "conversation_id")
+    doc = await read_json(request)
+    reject_unknown(doc, {"reason"})
+    reason = get_str(doc, "reason", required=False, max_len=64) or "customer_left"
+    _, position = await rt.writer.run(
+        lambda uow: rt.app.abandon_in(uow, principal.tenant_id, conversation_id, reason)
+    )
+    await _settle(request, position)
+    return web.json_response({"conversation_id": str(conversation_id), "abandoned": True})
 
 
 # -- tenant, tokens, agents, queues -------------------------------------------------------
@@ -448,6 +566,41 @@ async def list_agents(request: web.Request) -> web.Response:
     return web.json_response({"items": await asyncio.to_thread(query)})
 
 
+async def post_presence(request: web.Request) -> web.Response:
+    principal = await _principal(request, STAFF)
+    rt = _rt(request)
+    agent_id = _path_uuid(request, "agent_id")
+    if principal.role is Role.AGENT and principal.agent_id != agent_id:
+        raise ApiError(403, "forbidden", "agents set their own presence only")
+    doc = await read_json(request)
+    reject_unknown(doc, {"presence", "reason"})
+    try:
+        presence = AgentPresence(req_str(doc, "presence", max_len=16))
+    except ValueError:
+        raise ValidationError("presence must be available, busy, away or offline") from None
+    reason = get_str(doc, "reason", required=False, max_len=100)
+    changed, position = await rt.writer.run(
+        lambda uow: rt.app.set_presence_in(uow, principal.tenant_id, agent_id, presence, reason)
+    )
+    if position is not None:
+        await rt.feed.progress.wait("metrics", position, rt.settings.projection_wait_ms / 1000)
+    return web.json_response(
+        {"agent_id": str(agent_id), "presence": presence.value, "changed": changed}
+    )
+
+
+async def patch_queue(request: web.Request) -> web.Response:
+    principal = await _principal(request, ADMIN)
+    rt = _rt(request)
+    queue_id = _path_uuid(request, "queue_id")
+    doc = await read_json(request)
+    settings, position = await rt.writer.run(
+        lambda uow: rt.app.configure_queue_in(uow, principal.tenant_id, queue_id, doc)
+    )
+    await _settle_directory(request, position)
+    return web.json_response({"queue_id": str(queue_id), "settings": settings})
+
+
 async def post_queue(request: web.Request) -> web.Response:
     principal = await _principal(request, ADMIN)
     rt = _rt(request)
@@ -479,6 +632,7 @@ async def list_queues(request: web.Request) -> web.Response:
             "queue_id": r["id"],
             "name": r["name"],
             "channels": loads(str(r["channels"])),
+            "settings": loads(str(r["settings"])),
             "created_at": iso(r["created_at"]),
         }
         for r in rows
@@ -496,11 +650,18 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/v1/conversations/{conversation_id}/notes", post_note)
     app.router.add_post("/v1/conversations/{conversation_id}/status", post_status)
     app.router.add_post("/v1/conversations/{conversation_id}/assignment", post_assignment)
+    app.router.add_post("/v1/conversations/{conversation_id}/queue", post_queue_placement)
+    app.router.add_post("/v1/conversations/{conversation_id}/abandon", post_abandon)
+    app.router.add_post("/v1/conversations/search", search_conversations)
     app.router.add_get("/v1/tenant", get_tenant)
     app.router.add_post("/v1/tokens", post_token)
     app.router.add_get("/v1/tokens", list_tokens)
     app.router.add_delete("/v1/tokens/{token_id}", delete_token)
     app.router.add_post("/v1/agents", post_agent)
     app.router.add_get("/v1/agents", list_agents)
+    app.router.add_post("/v1/agents/{agent_id}/presence", post_presence)
     app.router.add_post("/v1/queues", post_queue)
     app.router.add_get("/v1/queues", list_queues)
+    setup_supervision_routes(app)  # before /v1/queues/{queue_id}
+    app.router.add_patch("/v1/queues/{queue_id}", patch_queue)
+    setup_crm_routes(app)

@@ -89,6 +89,9 @@ def render_conversation(row: dict[str, Any], sealer: Sealer, *, detail: bool) ->
         "message_count": row["message_count"],
         "opened_at": iso(row["opened_at"]),
         "updated_at": iso(row["updated_at"]),
+        "queue_id": row["queue_id"],
+        "priority": row["priority"],
+        "waiting_since": iso(row["waiting_since"]),
     }
 
 
@@ -141,3 +144,53 @@ def render_note(row: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
     if opener.erased:
         note["erased"] = True
     return note
+
+
+def render_crm_contact(row: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
+    opener = Opener(sealer)
+    attributes_text = opener.text(row["attributes"])
+    contact: dict[str, Any] = {
+        "id": row["id"],
+        "display_name": opener.text(row["display_name"]),
+        "identities": [
+            {"kind": kind, "address": opener.text(address)}
+            for kind, address in loads(row["identities"])
+        ],
+        "tags": loads(row["tags"]),
+        "attributes": loads(attributes_text) if attributes_text else {},
+        "opted_out": loads(row["opted_out"]),
+        "first_contact_at": iso(row["first_contact_at"]),
+        "last_contact_at": iso(row["last_contact_at"]),
+        "open_conversations": row["open_conversations"],
+        "total_conversations": row["total_conversations"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+    if opener.erased:
+        contact["erased"] = True
+    return contact
+
+
+def render_timeline_entry(row: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
+    opener = Opener(sealer)
+    entry: dict[str, Any] = {
+        "id": row["id"],
+        "conversation_id": row["conversation_id"],
+        "channel": row["channel"],
+        "kind": row["kind"],
+        "occurred_at": iso(row["occurred_at"]),
+        "detail": loads(row["detail"]),
+    }
+    if row["direction"] is not None:
+        entry["direction"] = row["direction"]
+    if row["content"] is not None:
+        if row["kind"] == "message" and row["direction"] == "inbound":
+            content = opener.content(row["content"])
+            entry["body"] = content.body if content else None
+            if content and content.subject is not None:
+                entry["subject"] = content.subject
+        else:
+            entry["body"] = opener.text(row["content"])
+    if opener.erased:
+        entry["erased"] = True
+    return entry

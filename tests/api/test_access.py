@@ -21,7 +21,14 @@ async def test_health_and_ready_need_no_token(client: TestClient[Any, Any]) -> N
         assert response.status == 200
         body = await response.json()
         assert body["status"] == "ready"
-        assert set(body["projections"]) == {"inbox", "directory"}
+        assert set(body["projections"]) == {
+            "inbox",
+            "directory",
+            "crm",
+            "timeline",
+            "queues",
+            "metrics",
+        }
 
 
 @pytest.mark.parametrize(
@@ -107,20 +114,46 @@ def cross_tenant_calls(ids: dict[str, str]) -> list[tuple[str, str, Any]]:
         ("POST", f"/v1/conversations/{c}/notes", {"body": "x"}),
         ("POST", f"/v1/conversations/{c}/status", {"status": "resolved"}),
         ("POST", f"/v1/conversations/{c}/assignment", {"agent_id": ids["agent_id"]}),
+        ("POST", f"/v1/conversations/{c}/queue", {"queue_id": ids["queue_id"]}),
+        ("POST", f"/v1/conversations/{c}/abandon", {}),
         ("DELETE", f"/v1/tokens/{ids['token_id']}", None),
+        ("POST", f"/v1/agents/{ids['agent_id']}/presence", {"presence": "available"}),
+        ("PATCH", f"/v1/queues/{ids['queue_id']}", {"priority": 5}),
+        ("GET", f"/v1/contacts/{ids['contact_id']}", None),
+        ("GET", f"/v1/contacts/{ids['contact_id']}/timeline", None),
+        ("POST", "/v1/contacts/lookup", {"kind": "phone", "address": ids["phone"]}),
     ]
 
 
-LISTINGS = ["/v1/conversations", "/v1/tokens", "/v1/agents", "/v1/queues", "/v1/tenant"]
+LISTINGS = [
+    "/v1/conversations",
+    "/v1/tokens",
+    "/v1/agents",
+    "/v1/queues",
+    "/v1/tenant",
+    "/v1/contacts",
+    "/v1/queues/state",
+    "/v1/metrics/live",
+    "/v1/metrics/intervals",
+]
+SEARCHES = [
+    ("/v1/contacts/search", {"query": "Ann"}),
+    ("/v1/conversations/search", {"contact": "Ann"}),
+]
 
 
 async def test_no_request_reaches_another_tenants_data(
     api: Api, client: TestClient[Any, Any], runtime: Runtime
 ) -> None:
     # Tenant A with a conversation, an agent, a queue and a token.
-    ids = await api.receive(body="A's secret")
+    _, queue = await api.post("/v1/queues", {"name": "A's queue"})
+    ids = await api.receive(
+        body="A's secret",
+        sender={"kind": "phone", "address": "+447700900777", "display_name": "Ann"},
+    )
+    ids["phone"] = "+447700900777"
+    ids["queue_id"] = queue["queue_id"]
     _, agent = await api.post("/v1/agents", {"name": "A's agent"})
-    await api.post("/v1/queues", {"name": "A's queue"})
     await api.issue_token("integration", label="A's integration")
     _, tokens = await api.get("/v1/tokens")
     ids["agent_id"] = agent["agent_id"]
@@ -133,12 +166,22 @@ async def test_no_request_reaches_another_tenants_data(
         status, answer = await other.call(method, path, json=body)
         assert (status, answer["error"]) == (404, "not_found"), (method, path, answer)
     assert runtime.app.recorder.max_notification_id() == before
-    for path in LISTINGS:
-        status, answer = await other.get(path)
+    answers = [await other.get(path) for path in LISTINGS]
+    answers += [await other.post(path, body) for path, body in SEARCHES]
+    for status, answer in answers:
         assert status == 200
         text = str(answer)
-        for secret in (ids["conversation_id"], ids["agent_id"], ids["token_id"], "A's"):
-            assert secret not in text, (path, secret)
+        secrets = (
+            ids["conversation_id"],
+            ids["agent_id"],
+            ids["token_id"],
+            ids["queue_id"],
+            ids["contact_id"],
+            "A's",
+            "Ann",
+        )
+        for secret in secrets:
+            assert secret not in text, (answer, secret)
     # B's own interaction from A's customer's number lands in B's data only.
     status, body = await other.post("/v1/interactions", interaction())
     assert status == 201
@@ -147,9 +190,18 @@ async def test_no_request_reaches_another_tenants_data(
 
 async def test_the_isolation_test_covers_every_route(client: TestClient[Any, Any]) -> None:
     covered = {("GET", "/v1/conversations/{conversation_id}")}
-    fake = {"conversation_id": "{conversation_id}", "agent_id": "a", "token_id": "{token_id}"}
+    fake = {
+        "conversation_id": "{conversation_id}",
+        "agent_id": "{agent_id}",
+        "token_id": "{token_id}",
+        "queue_id": "{queue_id}",
+        "contact_id": "{contact_id}",
+        "phone": "",
+    }
     covered |= {(m, p) for m, p, _ in cross_tenant_calls(fake)}
     covered |= {("GET", p) for p in LISTINGS}
+    covered |= {("POST", p) for p, _ in SEARCHES}
+
     covered |= {(m, p) for m, p, _, _ in ROLE_MATRIX}
     routes = {
         (route.method, route.resource.canonical)

@@ -104,11 +104,13 @@ async def test_the_inbox_is_newest_first_and_pages_with_a_cursor(
     assert seen == list(reversed(created))
 
 
-async def test_an_agent_token_can_only_assign_to_itself(api: Api) -> None:
+async def test_an_agent_token_can_only_assign_to_itself(api: Api, runtime: Runtime) -> None:
+    await api.post("/v1/queues", {"name": "Everything"})  # so agents see the conversation
     _, agent = await api.post("/v1/agents", {"name": "Agent A"})
     _, other = await api.post("/v1/agents", {"name": "Agent B"})
     token = await api.issue_token("agent", agent_id=agent["agent_id"])
     ids = await api.receive()
+    runtime.catch_up()  # placement queues it
     as_agent = api.as_token(token)
     path = f"/v1/conversations/{ids['conversation_id']}/assignment"
     assert (await as_agent.post(path, {"agent_id": other["agent_id"]}))[0] == 403

@@ -135,3 +135,50 @@ def test_serve_answers_health_and_stops_cleanly_on_sigterm(tmp_path: Path) -> No
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_projections_rebuild_prints_a_final_count_and_restores_the_rows(settings: Settings) -> None:
+    runtime = build(settings)
+    try:
+        tenant, _ = runtime.app.register_tenant("Acme")
+        from datetime import UTC, datetime
+
+        from contact_centre.interaction import (
+            Channel,
+            Direction,
+            Identity,
+            IdentityKind,
+            Interaction,
+        )
+
+        for i in range(3):
+            runtime.app.receive(
+                Interaction(
+                    tenant_id=tenant,
+                    channel=Channel.SMS,
+                    direction=Direction.INBOUND,
+                    provider="t",
+                    provider_message_id=str(i),
+                    sender=Identity(IdentityKind.PHONE, f"+44770090012{i}"),
+                    occurred_at=datetime.now(UTC),
+                )
+            )
+        runtime.catch_up()
+        latest = runtime.app.recorder.max_notification_id()
+    finally:
+        runtime.close()
+    result = run_cli("projections", "rebuild", "inbox", env=cli_env(settings))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["projection"] == "inbox"
+    assert report["events"] == latest
+    runtime = build(settings)
+    try:
+        with runtime.readdb.read() as tx:
+            tx.execute("SELECT COUNT(*) FROM rm_messages")
+            assert tx.fetchone() == (3,)
+    finally:
+        runtime.close()
+    unknown = run_cli("projections", "rebuild", "nope", env=cli_env(settings))
+    assert unknown.returncode == 2
+    assert "no projection" in unknown.stderr

@@ -1,0 +1,303 @@
+"""The CRM contact view: one row per contact, with everything an integration or an agent
+needs at a glance, and a blind search index over names and identities.
+
+Names and addresses stay sealed in the rows. Search works on keyed hashes of word
+prefixes (the projection opens the values once, with the vault, to compute them): a
+query's words are hashed the same way and matched exactly, so nothing searchable is kept
+in clear. Exact lookups by identity use the write-side index, not this view.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from contact_centre.contacts import Contact
+from contact_centre.conversations import Conversation, ConversationStatus
+from contact_centre.privacy import Sealed, Sealer
+from projections.base import Projection, Tx, dumps, handles, loads, micros, sealed_text
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+MIN_PREFIX = 2
+MAX_PREFIX = 24
+_OPEN = (ConversationStatus.OPEN.value, ConversationStatus.PENDING.value)
+
+
+def search_words(text: str) -> list[str]:
+    """Lower-case words of a name or address: 'Ann.Jones@Example.com' → ann, jones, example, com;
+    '+447700900123' → 447700900123."""
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def prefixes(word: str) -> list[str]:
+    return [word[:n] for n in range(MIN_PREFIX, min(len(word), MAX_PREFIX) + 1)]
+
+
+class CrmProjection(Projection):
+    name = "crm"
+    tables = ("rm_crm_contacts", "rm_crm_search", "rm_crm_conversations")
+    ddl = (
+        "CREATE TABLE IF NOT EXISTS rm_crm_contacts ("
+        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, display_name TEXT,"
+        " identities TEXT NOT NULL, tags TEXT NOT NULL, attributes TEXT,"
+        " opted_out TEXT NOT NULL, first_contact_at BIGINT, last_contact_at BIGINT,"
+        " open_conversations INTEGER NOT NULL, total_conversations INTEGER NOT NULL,"
+        " created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS rm_crm_contacts_recent"
+        " ON rm_crm_contacts (tenant_id, last_contact_at, id)",
+        "CREATE TABLE IF NOT EXISTS rm_crm_search ("
+        " tenant_id TEXT NOT NULL, token TEXT NOT NULL, contact_id TEXT NOT NULL,"
+        " source TEXT NOT NULL, PRIMARY KEY (tenant_id, token, contact_id, source))",
+        "CREATE INDEX IF NOT EXISTS rm_crm_search_contact ON rm_crm_search (contact_id)",
+        "CREATE TABLE IF NOT EXISTS rm_crm_conversations ("
+        " id TEXT PRIMARY KEY, contact_id TEXT NOT NULL, status TEXT NOT NULL)",
+    )
+
+    def __init__(self, sealer: Sealer) -> None:
+        self.sealer = sealer
+
+    # -- search tokens -----------------------------------------------------------------
+    def _index(
+        self, tx: Tx, tenant_id: str, contact_id: str, source: str, value: Sealed | None
+    ) -> None:
+        if value is None:
+            return
+        text = self.sealer.open(value)
+        if not isinstance(text, str):
+            return  # erased: nothing to find it by
+        tokens = {
+            self.sealer.blind_index(UUID(tenant_id), "search", prefix)
+            for word in search_words(text)
+            for prefix in prefixes(word)
+        }
+        if tokens:
+            tx.executemany(
+                "INSERT INTO rm_crm_search (tenant_id, token, contact_id, source)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(tenant_id, token, contact_id, source) for token in sorted(tokens)],
+            )
+
+    # -- contacts ----------------------------------------------------------------------
+    @handles(Contact.Registered)
+    def _registered(self, tx: Tx, e: Contact.Registered, position: int) -> None:
+        contact_id, tenant_id, at = str(e.originator_id), str(e.tenant_id), micros(e.at)
+        tx.execute(
+            "INSERT INTO rm_crm_contacts (id, tenant_id, display_name, identities, tags,"
+            " attributes, opted_out, first_contact_at, last_contact_at, open_conversations,"
+            " total_conversations, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, '[]', NULL, '[]', NULL, NULL, 0, 0, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (
+                contact_id,
+                tenant_id,
+                sealed_text(e.display_name),
+                dumps([[e.identity_kind, e.identity_address]]),
+                at,
+                at,
+            ),
+        )
+        self._index(tx, tenant_id, contact_id, "name", e.display_name)
+        self._index(tx, tenant_id, contact_id, "identity", e.identity_address)
+
+    def _row(self, tx: Tx, contact_id: str, column: str) -> Any:
+        tx.execute(f"SELECT {column} FROM rm_crm_contacts WHERE id = ?", (contact_id,))
+        row = tx.fetchone()
+        return None if row is None else row[0]
+
+    @handles(Contact.IdentityLinked)
+    def _identity_linked(self, tx: Tx, e: Contact.IdentityLinked, position: int) -> None:
+        contact_id = str(e.originator_id)
+        current = self._row(tx, contact_id, "identities")
+        if current is None:
+            return
+        identities = loads(current)
+        identities.append([e.kind, e.address])
+        tx.execute(
+            "UPDATE rm_crm_contacts SET identities = ?, updated_at = ? WHERE id = ?",
+            (dumps(identities), micros(e.at), contact_id),
+        )
+        self._index(tx, str(e.tenant_id), contact_id, "identity", e.address)
+
+    @handles(Contact.DetailsCorrected)
+    def _details_corrected(self, tx: Tx, e: Contact.DetailsCorrected, position: int) -> None:
+        contact_id = str(e.originator_id)
+        tx.execute(
+            "UPDATE rm_crm_contacts SET display_name = ?, updated_at = ? WHERE id = ?",
+            (sealed_text(e.display_name), micros(e.at), contact_id),
+        )
+        tx.execute(
+            "DELETE FROM rm_crm_search WHERE contact_id = ? AND source = 'name'", (contact_id,)
+        )
+        self._index(tx, str(e.tenant_id), contact_id, "name", e.display_name)
+
+    @handles(Contact.Tagged)
+    def _tagged(self, tx: Tx, e: Contact.Tagged, position: int) -> None:
+        contact_id = str(e.originator_id)
+        current = self._row(tx, contact_id, "tags")
+        if current is None:
+            return
+        tags = (set(loads(current)) | set(e.added)) - set(e.removed)
+        tx.execute(
+            "UPDATE rm_crm_contacts SET tags = ?, updated_at = ? WHERE id = ?",
+            (dumps(sorted(tags)), micros(e.at), contact_id),
+        )
+
+    @handles(Contact.AttributesChanged)
+    def _attributes(self, tx: Tx, e: Contact.AttributesChanged, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_crm_contacts SET attributes = ?, updated_at = ? WHERE id = ?",
+            (sealed_text(e.attributes), micros(e.at), str(e.originator_id)),
+        )
+
+    # -- conversations -----------------------------------------------------------------
+    @handles(Conversation.Opened)
+    def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
+        tx.execute(
+            "INSERT INTO rm_crm_conversations (id, contact_id, status) VALUES (?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (str(e.originator_id), str(e.contact_id), ConversationStatus.OPEN.value),
+        )
+        tx.execute(
+            "UPDATE rm_crm_contacts SET total_conversations = total_conversations + 1,"
+            " open_conversations = open_conversations + 1 WHERE id = ?",
+            (str(e.contact_id),),
+        )
+
+    def _contact_of(self, tx: Tx, conversation_id: str) -> tuple[str, str] | None:
+        tx.execute(
+            "SELECT contact_id, status FROM rm_crm_conversations WHERE id = ?", (conversation_id,)
+        )
+        row = tx.fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def _contacted(self, tx: Tx, conversation_id: str, at: int) -> None:
+        found = self._contact_of(tx, conversation_id)
+        if found is None:
+            return
+        tx.execute(
+            "UPDATE rm_crm_contacts SET"
+            " first_contact_at = CASE WHEN first_contact_at IS NULL OR first_contact_at > ?"
+            " THEN ? ELSE first_contact_at END,"
+            " last_contact_at = CASE WHEN last_contact_at IS NULL OR last_contact_at < ?"
+            " THEN ? ELSE last_contact_at END WHERE id = ?",
+            (at, at, at, at, found[0]),
+        )
+
+    @handles(Conversation.MessageReceived)
+    def _received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
+        self._contacted(tx, str(e.originator_id), micros(e.occurred_at))
+
+    @handles(Conversation.MessageSent)
+    def _sent(self, tx: Tx, e: Conversation.MessageSent, position: int) -> None:
+        self._contacted(tx, str(e.originator_id), micros(e.at))
+
+    def _status(self, tx: Tx, conversation_id: str, status: ConversationStatus) -> None:
+        found = self._contact_of(tx, conversation_id)
+        if found is None:
+            return
+        contact_id, before = found
+        delta = int(status.value in _OPEN) - int(before in _OPEN)
+        tx.execute(
+            "UPDATE rm_crm_conversations SET status = ? WHERE id = ?",
+            (status.value, conversation_id),
+        )
+        if delta:
+            tx.execute(
+                "UPDATE rm_crm_contacts SET open_conversations = open_conversations + ?"
+                " WHERE id = ?",
+                (delta, contact_id),
+            )
+
+    @handles(Conversation.MarkedPending)
+    def _pending(self, tx: Tx, e: Any, position: int) -> None:
+        self._status(tx, str(e.originator_id), ConversationStatus.PENDING)
+
+    @handles(Conversation.Resolved)
+    def _resolved(self, tx: Tx, e: Any, position: int) -> None:
+        self._status(tx, str(e.originator_id), ConversationStatus.RESOLVED)
+
+    @handles(Conversation.Reopened)
+    def _reopened(self, tx: Tx, e: Any, position: int) -> None:
+        self._status(tx, str(e.originator_id), ConversationStatus.OPEN)
+
+    @handles(Conversation.Closed)
+    def _closed(self, tx: Tx, e: Any, position: int) -> None:
+        self._status(tx, str(e.originator_id), ConversationStatus.CLOSED)
+
+
+# -- queries -------------------------------------------------------------------------------
+CONTACT_KEYS = (
+    "id",
+    "display_name",
+    "identities",
+    "tags",
+    "attributes",
+    "opted_out",
+    "first_contact_at",
+    "last_contact_at",
+    "open_conversations",
+    "total_conversations",
+    "created_at",
+    "updated_at",
+)
+
+
+def get_contact(tx: Tx, tenant_id: str, contact_id: str) -> dict[str, Any] | None:
+    tx.execute(
+        f"SELECT {', '.join(CONTACT_KEYS)} FROM rm_crm_contacts WHERE tenant_id = ? AND id = ?",
+        (tenant_id, contact_id),
+    )
+    row = tx.fetchone()
+    return None if row is None else dict(zip(CONTACT_KEYS, row, strict=True))
+
+
+def search_contact_ids(
+    tx: Tx, tenant_id: str, tokens: Sequence[str], limit: int = 1000
+) -> list[str]:
+    """Contacts matching every token (one per query word)."""
+    unique = sorted(set(tokens))
+    if not unique:
+        return []
+    tx.execute(
+        "SELECT contact_id FROM rm_crm_search WHERE tenant_id = ?"
+        f" AND token IN ({', '.join('?' * len(unique))})"
+        " GROUP BY contact_id HAVING COUNT(DISTINCT token) = ? LIMIT ?",
+        (tenant_id, *unique, len(unique), limit),
+    )
+    return [str(row[0]) for row in tx.fetchall()]
+
+
+def list_contacts(
+    tx: Tx,
+    tenant_id: str,
+    *,
+    ids: Sequence[str] | None = None,
+    tag: str | None = None,
+    after: tuple[int, str] | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Most recently in contact first (never-contacted contacts last)."""
+    where = ["tenant_id = ?"]
+    params: list[Any] = [tenant_id]
+    if ids is not None:
+        if not ids:
+            return []
+        where.append(f"id IN ({', '.join('?' * len(ids))})")
+        params.extend(ids)
+    if tag is not None:
+        # tags are a JSON list of simple labels: match the quoted label exactly
+        where.append("tags LIKE ?")
+        params.append(f'%"{tag}"%')
+    order_key = "COALESCE(last_contact_at, 0)"
+    if after is not None:
+        where.append(f"({order_key} < ? OR ({order_key} = ? AND id < ?))")
+        params.extend([after[0], after[0], after[1]])
+    params.append(limit)
+    tx.execute(
+        f"SELECT {', '.join(CONTACT_KEYS)} FROM rm_crm_contacts WHERE {' AND '.join(where)}"
+        f" ORDER BY {order_key} DESC, id DESC LIMIT ?",
+        params,
+    )
+    return [dict(zip(CONTACT_KEYS, row, strict=True)) for row in tx.fetchall()]

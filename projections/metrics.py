@@ -1,0 +1,316 @@
+"""Supervisor metrics: live state and 15-minute interval statistics per queue and channel.
+
+Definitions (see docs/metrics.md): a conversation is *offered* to a queue when it enters
+it; *answered* when an agent takes it (is assigned) while it waits; *abandoned* when the
+customer leaves before that. Interval statistics count a conversation in the interval in
+which it was offered, so every figure of a row describes the same set of conversations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contact_centre.conversations import Conversation
+from contact_centre.interaction import Channel
+from contact_centre.staff import Agent, Queue, default_sl_threshold
+from projections.base import Projection, Tx, handles, micros
+
+INTERVAL = 15 * 60 * 1_000_000  # 15 minutes, in microseconds
+
+
+def interval_of(moment: int) -> int:
+    return moment - moment % INTERVAL
+
+
+class MetricsProjection(Projection):
+    name = "metrics"
+    tables = (
+        "rm_metric_intervals",
+        "rm_metric_conversations",
+        "rm_metric_queues",
+        "rm_agent_presence",
+    )
+    ddl = (
+        "CREATE TABLE IF NOT EXISTS rm_metric_intervals ("
+        " tenant_id TEXT NOT NULL, queue_id TEXT NOT NULL, channel TEXT NOT NULL,"
+        " interval_start BIGINT NOT NULL, offered INTEGER NOT NULL DEFAULT 0,"
+        " answered INTEGER NOT NULL DEFAULT 0, abandoned INTEGER NOT NULL DEFAULT 0,"
+        " answered_in_sl INTEGER NOT NULL DEFAULT 0, answer_time BIGINT NOT NULL DEFAULT 0,"
+        " handled INTEGER NOT NULL DEFAULT 0, handle_time BIGINT NOT NULL DEFAULT 0,"
+        " responded INTEGER NOT NULL DEFAULT 0, response_time BIGINT NOT NULL DEFAULT 0,"
+        " PRIMARY KEY (tenant_id, queue_id, channel, interval_start))",
+        # per conversation: its current offer and what is still to be measured
+        "CREATE TABLE IF NOT EXISTS rm_metric_conversations ("
+        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, channel TEXT NOT NULL,"
+        " queue_id TEXT, interval_start BIGINT, offered_at BIGINT, answered_at BIGINT,"
+        " agent_id TEXT, first_inbound_at BIGINT, responded INTEGER NOT NULL DEFAULT 0)",
+        "CREATE INDEX IF NOT EXISTS rm_metric_conversations_handling"
+        " ON rm_metric_conversations (tenant_id, answered_at)",
+        "CREATE TABLE IF NOT EXISTS rm_metric_queues ("
+        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, sl_threshold BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS rm_agent_presence ("
+        " agent_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, presence TEXT NOT NULL,"
+        " since BIGINT NOT NULL)",
+    )
+
+    def _bump(self, tx: Tx, tenant: str, queue: str, channel: str, start: int, **adds: int) -> None:
+        columns = sorted(adds)
+        tx.execute(
+            "INSERT INTO rm_metric_intervals (tenant_id, queue_id, channel, interval_start,"
+            f" {', '.join(columns)}) VALUES (?, ?, ?, ?, {', '.join('?' * len(columns))})"
+            " ON CONFLICT (tenant_id, queue_id, channel, interval_start) DO UPDATE SET "
+            + ", ".join(f"{c} = rm_metric_intervals.{c} + excluded.{c}" for c in columns),
+            (tenant, queue, channel, start, *(adds[c] for c in columns)),
+        )
+
+    def _conversation(self, tx: Tx, conversation_id: str) -> dict[str, Any] | None:
+        keys = (
+            "tenant_id",
+            "channel",
+            "queue_id",
+            "interval_start",
+            "offered_at",
+            "answered_at",
+            "agent_id",
+            "first_inbound_at",
+            "responded",
+        )
+        tx.execute(
+            f"SELECT {', '.join(keys)} FROM rm_metric_conversations WHERE id = ?",
+            (conversation_id,),
+        )
+        row = tx.fetchone()
+        return None if row is None else dict(zip(keys, row, strict=True))
+
+    # -- configuration and presence ----------------------------------------------------
+    @handles(Queue.Created)
+    def _queue_created(self, tx: Tx, e: Queue.Created, position: int) -> None:
+        threshold = default_sl_threshold([Channel(c) for c in e.channels])
+        tx.execute(
+            "INSERT INTO rm_metric_queues (id, tenant_id, sl_threshold) VALUES (?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (str(e.originator_id), str(e.tenant_id), threshold * 1_000_000),
+        )
+
+    @handles(Queue.SettingsChanged)
+    def _queue_settings(self, tx: Tx, e: Queue.SettingsChanged, position: int) -> None:
+        if "sl_threshold_seconds" in e.changes:
+            tx.execute(
+                "UPDATE rm_metric_queues SET sl_threshold = ? WHERE id = ?",
+                (int(e.changes["sl_threshold_seconds"]) * 1_000_000, str(e.originator_id)),
+            )
+
+    @handles(Agent.Created)
+    def _agent_created(self, tx: Tx, e: Agent.Created, position: int) -> None:
+        tx.execute(
+            "INSERT INTO rm_agent_presence (agent_id, tenant_id, presence, since)"
+            " VALUES (?, ?, 'offline', ?) ON CONFLICT (agent_id) DO NOTHING",
+            (str(e.originator_id), str(e.tenant_id), micros(e.at)),
+        )
+
+    @handles(Agent.PresenceChanged)
+    def _presence(self, tx: Tx, e: Agent.PresenceChanged, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_agent_presence SET presence = ?, since = ? WHERE agent_id = ?",
+            (e.presence, micros(e.at), str(e.originator_id)),
+        )
+
+    # -- conversations -----------------------------------------------------------------
+    @handles(Conversation.Opened)
+    def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
+        tx.execute(
+            "INSERT INTO rm_metric_conversations (id, tenant_id, channel) VALUES (?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (str(e.originator_id), str(e.tenant_id), e.channel),
+        )
+
+    @handles(Conversation.Queued)
+    def _queued(self, tx: Tx, e: Conversation.Queued, position: int) -> None:
+        conversation_id = str(e.originator_id)
+        state = self._conversation(tx, conversation_id)
+        if state is None:
+            return
+        at = micros(e.at)
+        start = interval_of(at)
+        # A transfer while still waiting ends the old offer unanswered but not abandoned;
+        # each queue entry is a new offer in the queue it enters.
+        self._bump(tx, state["tenant_id"], str(e.queue_id), state["channel"], start, offered=1)
+        tx.execute(
+            "UPDATE rm_metric_conversations SET queue_id = ?, interval_start = ?,"
+            " offered_at = ?, answered_at = NULL, agent_id = NULL WHERE id = ?",
+            (str(e.queue_id), start, at, conversation_id),
+        )
+
+    @handles(Conversation.Assigned)
+    def _assigned(self, tx: Tx, e: Conversation.Assigned, position: int) -> None:
+        conversation_id = str(e.originator_id)
+        state = self._conversation(tx, conversation_id)
+        if state is None:
+            return
+        if e.agent_id is None:  # taken back from the agent: no longer in progress
+            tx.execute(
+                "UPDATE rm_metric_conversations SET answered_at = NULL, agent_id = NULL"
+                " WHERE id = ?",
+                (conversation_id,),
+            )
+            return
+        at = micros(e.at)
+        if state["offered_at"] is not None and state["answered_at"] is None:
+            wait = max(0, at - int(state["offered_at"]))
+            tx.execute(
+                "SELECT sl_threshold FROM rm_metric_queues WHERE id = ?", (state["queue_id"],)
+            )
+            row = tx.fetchone()
+            within = int(row is not None and wait <= int(row[0]))
+            self._bump(
+                tx,
+                state["tenant_id"],
+                state["queue_id"],
+                state["channel"],
+                int(state["interval_start"]),
+                answered=1,
+                answer_time=wait,
+                answered_in_sl=within,
+            )
+        tx.execute(
+            "UPDATE rm_metric_conversations SET answered_at = ?, agent_id = ? WHERE id = ?",
+            (at, str(e.agent_id), conversation_id),
+        )
+
+    @handles(Conversation.Abandoned)
+    def _abandoned(self, tx: Tx, e: Conversation.Abandoned, position: int) -> None:
+        conversation_id = str(e.originator_id)
+        state = self._conversation(tx, conversation_id)
+        if state is None or state["offered_at"] is None or state["answered_at"] is not None:
+            return
+        self._bump(
+            tx,
+            state["tenant_id"],
+            state["queue_id"],
+            state["channel"],
+            int(state["interval_start"]),
+            abandoned=1,
+        )
+        tx.execute(
+            "UPDATE rm_metric_conversations SET offered_at = NULL WHERE id = ?", (conversation_id,)
+        )
+
+    @handles(Conversation.MessageReceived)
+    def _received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_metric_conversations SET first_inbound_at = ?"
+            " WHERE id = ? AND first_inbound_at IS NULL",
+            (micros(e.occurred_at), str(e.originator_id)),
+        )
+
+    @handles(Conversation.MessageSent)
+    def _sent(self, tx: Tx, e: Conversation.MessageSent, position: int) -> None:
+        conversation_id = str(e.originator_id)
+        state = self._conversation(tx, conversation_id)
+        if state is None or state["responded"] or state["first_inbound_at"] is None:
+            return
+        at = micros(e.at)
+        queue = state["queue_id"] or "-"
+        start = (
+            int(state["interval_start"])
+            if state["interval_start"] is not None
+            else interval_of(int(state["first_inbound_at"]))
+        )
+        self._bump(
+            tx,
+            state["tenant_id"],
+            queue,
+            state["channel"],
+            start,
+            responded=1,
+            response_time=max(0, at - int(state["first_inbound_at"])),
+        )
+        tx.execute(
+            "UPDATE rm_metric_conversations SET responded = 1 WHERE id = ?", (conversation_id,)
+        )
+
+    @handles(Conversation.Resolved, Conversation.Closed)
+    def _ended(self, tx: Tx, e: Any, position: int) -> None:
+        conversation_id = str(e.originator_id)
+        state = self._conversation(tx, conversation_id)
+        if state is None or state["answered_at"] is None:
+            return
+        if state["queue_id"] is not None and state["interval_start"] is not None:
+            self._bump(
+                tx,
+                state["tenant_id"],
+                state["queue_id"],
+                state["channel"],
+                int(state["interval_start"]),
+                handled=1,
+                handle_time=max(0, micros(e.at) - int(state["answered_at"])),
+            )
+        tx.execute(
+            "UPDATE rm_metric_conversations SET answered_at = NULL, agent_id = NULL,"
+            " offered_at = NULL WHERE id = ?",
+            (conversation_id,),
+        )
+
+
+# -- queries -------------------------------------------------------------------------------
+INTERVAL_KEYS = (
+    "queue_id",
+    "channel",
+    "interval_start",
+    "offered",
+    "answered",
+    "abandoned",
+    "answered_in_sl",
+    "answer_time",
+    "handled",
+    "handle_time",
+    "responded",
+    "response_time",
+)
+
+
+def intervals(
+    tx: Tx,
+    tenant_id: str,
+    start: int,
+    end: int,
+    queue_ids: list[str] | None = None,
+    channel: str | None = None,
+) -> list[dict[str, Any]]:
+    where = ["tenant_id = ?", "interval_start >= ?", "interval_start < ?"]
+    params: list[Any] = [tenant_id, start, end]
+    if queue_ids is not None:
+        if not queue_ids:
+            return []
+        where.append(f"queue_id IN ({', '.join('?' * len(queue_ids))})")
+        params.extend(queue_ids)
+    if channel is not None:
+        where.append("channel = ?")
+        params.append(channel)
+    tx.execute(
+        f"SELECT {', '.join(INTERVAL_KEYS)} FROM rm_metric_intervals"
+        f" WHERE {' AND '.join(where)} ORDER BY interval_start, queue_id, channel",
+        params,
+    )
+    return [dict(zip(INTERVAL_KEYS, row, strict=True)) for row in tx.fetchall()]
+
+
+def presence_counts(tx: Tx, tenant_id: str) -> dict[str, int]:
+    tx.execute(
+        "SELECT presence, COUNT(*) FROM rm_agent_presence WHERE tenant_id = ? GROUP BY presence",
+        (tenant_id,),
+    )
+    return {str(p): int(n) for p, n in tx.fetchall()}
+
+
+def in_progress(tx: Tx, tenant_id: str, queue_ids: list[str] | None = None) -> int:
+    where = ["tenant_id = ?", "answered_at IS NOT NULL"]
+    params: list[Any] = [tenant_id]
+    if queue_ids is not None:
+        if not queue_ids:
+            return 0
+        where.append(f"queue_id IN ({', '.join('?' * len(queue_ids))})")
+        params.extend(queue_ids)
+    tx.execute(f"SELECT COUNT(*) FROM rm_metric_conversations WHERE {' AND '.join(where)}", params)
+    row = tx.fetchone()
+    return int(row[0]) if row else 0

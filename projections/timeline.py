@@ -1,0 +1,200 @@
+"""The contact timeline: everything that happened with a contact, on every channel, in
+time order: messages in and out, notes, status changes, queueing and assignment (and, as
+channels add them, calls with their duration and voicemails)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from contact_centre.conversations import Conversation
+from projections.base import Projection, Tx, dumps, handles, micros, sealed_text
+
+
+class TimelineProjection(Projection):
+    name = "timeline"
+    tables = ("rm_timeline", "rm_timeline_conversations")
+    ddl = (
+        # content: sealed (message content or note/reply body); detail: non-personal JSON
+        "CREATE TABLE IF NOT EXISTS rm_timeline ("
+        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, contact_id TEXT NOT NULL,"
+        " conversation_id TEXT NOT NULL, channel TEXT NOT NULL, kind TEXT NOT NULL,"
+        " direction TEXT, content TEXT, detail TEXT NOT NULL,"
+        " occurred_at BIGINT NOT NULL, position BIGINT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS rm_timeline_contact"
+        " ON rm_timeline (tenant_id, contact_id, occurred_at, position)",
+        "CREATE INDEX IF NOT EXISTS rm_timeline_conversation ON rm_timeline (conversation_id)",
+        "CREATE TABLE IF NOT EXISTS rm_timeline_conversations ("
+        " id TEXT PRIMARY KEY, contact_id TEXT NOT NULL, channel TEXT NOT NULL)",
+    )
+
+    def _entry(
+        self,
+        tx: Tx,
+        e: Any,
+        position: int,
+        kind: str,
+        *,
+        entry_id: str | None = None,
+        direction: str | None = None,
+        content: str | None = None,
+        detail: dict[str, Any] | None = None,
+        occurred_at: int | None = None,
+    ) -> None:
+        conversation_id = str(e.originator_id)
+        tx.execute(
+            "SELECT contact_id, channel FROM rm_timeline_conversations WHERE id = ?",
+            (conversation_id,),
+        )
+        row = tx.fetchone()
+        if row is None:
+            return
+        tx.execute(
+            "INSERT INTO rm_timeline (id, tenant_id, contact_id, conversation_id, channel, kind,"
+            " direction, content, detail, occurred_at, position)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (
+                entry_id or f"{conversation_id}:{e.originator_version}",
+                str(e.tenant_id),
+                row[0],
+                conversation_id,
+                row[1],
+                kind,
+                direction,
+                content,
+                dumps(detail or {}),
+                occurred_at if occurred_at is not None else micros(e.at),
+                position,
+            ),
+        )
+
+    @handles(Conversation.Opened)
+    def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
+        tx.execute(
+            "INSERT INTO rm_timeline_conversations (id, contact_id, channel) VALUES (?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (str(e.originator_id), str(e.contact_id), e.channel),
+        )
+        self._entry(tx, e, position, "status", detail={"status": "opened"})
+
+    @handles(Conversation.MessageReceived)
+    def _received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
+        self._entry(
+            tx,
+            e,
+            position,
+            "message",
+            entry_id=str(e.message_id),
+            direction="inbound",
+            content=sealed_text(e.content),
+            detail={"provider": e.provider, "attachments": len(e.attachments)},
+            occurred_at=micros(e.occurred_at),
+        )
+
+    @handles(Conversation.MessageSent)
+    def _sent(self, tx: Tx, e: Conversation.MessageSent, position: int) -> None:
+        self._entry(
+            tx,
+            e,
+            position,
+            "message",
+            entry_id=str(e.message_id),
+            direction="outbound",
+            content=sealed_text(e.body),
+            detail={"author": e.author},
+        )
+
+    @handles(Conversation.NoteAdded)
+    def _note(self, tx: Tx, e: Conversation.NoteAdded, position: int) -> None:
+        self._entry(
+            tx,
+            e,
+            position,
+            "note",
+            entry_id=str(e.note_id),
+            content=sealed_text(e.body),
+            detail={"author": e.author},
+        )
+
+    @handles(Conversation.Queued)
+    def _queued(self, tx: Tx, e: Conversation.Queued, position: int) -> None:
+        self._entry(
+            tx,
+            e,
+            position,
+            "queued",
+            detail={"queue_id": str(e.queue_id), "priority": e.priority, "reason": e.reason},
+        )
+
+    @handles(Conversation.Assigned)
+    def _assigned(self, tx: Tx, e: Conversation.Assigned, position: int) -> None:
+        self._entry(
+            tx,
+            e,
+            position,
+            "assigned",
+            detail={"agent_id": str(e.agent_id) if e.agent_id else None, "by": e.by},
+        )
+
+    @handles(Conversation.Abandoned)
+    def _abandoned(self, tx: Tx, e: Conversation.Abandoned, position: int) -> None:
+        self._entry(tx, e, position, "abandoned", detail={"reason": e.reason})
+
+    @handles(Conversation.MarkedPending)
+    def _pending(self, tx: Tx, e: Any, position: int) -> None:
+        self._entry(tx, e, position, "status", detail={"status": "pending", "by": e.by})
+
+    @handles(Conversation.Resolved)
+    def _resolved(self, tx: Tx, e: Any, position: int) -> None:
+        self._entry(tx, e, position, "status", detail={"status": "resolved", "by": e.by})
+
+    @handles(Conversation.Reopened)
+    def _reopened(self, tx: Tx, e: Any, position: int) -> None:
+        self._entry(
+            tx, e, position, "status", detail={"status": "reopened", "by": e.by, "reason": e.reason}
+        )
+
+    @handles(Conversation.Closed)
+    def _closed(self, tx: Tx, e: Any, position: int) -> None:
+        self._entry(tx, e, position, "status", detail={"status": "closed", "by": e.by})
+
+
+TIMELINE_KEYS = (
+    "id",
+    "conversation_id",
+    "channel",
+    "kind",
+    "direction",
+    "content",
+    "detail",
+    "occurred_at",
+    "position",
+)
+
+
+def list_timeline(
+    tx: Tx,
+    tenant_id: str,
+    contact_ids: Sequence[str],
+    *,
+    after: tuple[int, int] | None = None,
+    descending: bool = False,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """A page of the contacts' timeline, in time order (``after``: last (time, position))."""
+    if not contact_ids:
+        return []
+    where = ["tenant_id = ?", f"contact_id IN ({', '.join('?' * len(contact_ids))})"]
+    params: list[Any] = [tenant_id, *contact_ids]
+    op = "<" if descending else ">"
+    if after is not None:
+        where.append(f"(occurred_at {op} ? OR (occurred_at = ? AND position {op} ?))")
+        params.extend([after[0], after[0], after[1]])
+    direction = "DESC" if descending else "ASC"
+    params.append(limit)
+    tx.execute(
+        f"SELECT {', '.join(TIMELINE_KEYS)} FROM rm_timeline WHERE {' AND '.join(where)}"
+        f" ORDER BY occurred_at {direction}, position {direction} LIMIT ?",
+        params,
+    )
+    return [dict(zip(TIMELINE_KEYS, row, strict=True)) for row in tx.fetchall()]
