@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from typing import Any
 from uuid import UUID
 
@@ -17,6 +15,7 @@ from contact_centre.tenancy import Role
 from infra.http.auth import authenticate, require_role
 from infra.http.errors import ApiError
 from infra.http.keys import AUTH, RUNTIME
+from infra.http.paging import decode_cursor, encode_cursor, page_limit
 from infra.http.schemas import get_str, read_json, reject_unknown
 from infra.http.search import search_tokens, search_words_of
 from infra.http.views import render_crm_contact, render_timeline_entry
@@ -24,32 +23,6 @@ from infra.runtime import Runtime
 from projections import crm, timeline
 
 READERS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.AGENT, Role.INTEGRATION})
-MAX_PAGE = 200
-
-
-def _cursor(raw: str | None) -> tuple[int, str] | None:
-    if not raw:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-        moment, _, key = text.partition(":")
-        return int(moment), key
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ValidationError("cursor is not one this API returned") from None
-
-
-def _encode(moment: int, key: str) -> str:
-    return base64.urlsafe_b64encode(f"{moment}:{key}".encode()).decode().rstrip("=")
-
-
-def _limit(raw: Any) -> int:
-    try:
-        limit = int(raw)
-    except (TypeError, ValueError):
-        raise ValidationError("limit must be an integer") from None
-    if isinstance(raw, bool) or not 1 <= limit <= MAX_PAGE:
-        raise ValidationError(f"limit must be between 1 and {MAX_PAGE}")
-    return limit
 
 
 def _contact_page(
@@ -63,7 +36,7 @@ def _contact_page(
     last = rows[-1] if rows else None
     return {
         "items": [render_crm_contact(row, rt.vault) for row in rows],
-        "next": _encode(int(last["last_contact_at"] or 0), str(last["id"]))
+        "next": encode_cursor(int(last["last_contact_at"] or 0), str(last["id"]))
         if more and last
         else None,
     }
@@ -74,8 +47,8 @@ async def list_contacts(request: web.Request) -> web.Response:
     require_role(principal, READERS)
     rt = request.app[RUNTIME]
     tag = request.query.get("tag") or None
-    after = _cursor(request.query.get("cursor"))
-    limit = _limit(request.query.get("limit", 50))
+    after = decode_cursor(request.query.get("cursor"))
+    limit = page_limit(request.query.get("limit"))
     body = await _run(rt, _contact_page, rt, str(principal.tenant_id), None, tag, after, limit)
     return web.json_response(body)
 
@@ -89,8 +62,8 @@ async def search_contacts(request: web.Request) -> web.Response:
     reject_unknown(doc, {"query", "tag", "limit", "cursor"})
     words = search_words_of(get_str(doc, "query", max_len=200) or "")
     tag = get_str(doc, "tag", required=False, max_len=64)
-    after = _cursor(get_str(doc, "cursor", required=False, max_len=200))
-    limit = _limit(doc.get("limit", 50))
+    after = decode_cursor(get_str(doc, "cursor", required=False, max_len=200))
+    limit = page_limit(doc.get("limit"))
 
     def query() -> dict[str, Any]:
         tokens = search_tokens(rt, principal.tenant_id, words)
@@ -172,9 +145,13 @@ async def contact_timeline(request: web.Request) -> web.Response:
     order = request.query.get("order", "asc")
     if order not in ("asc", "desc"):
         raise ValidationError("order must be asc or desc")
-    raw_after = _cursor(request.query.get("cursor"))
-    after = (raw_after[0], int(raw_after[1])) if raw_after else None
-    limit = _limit(request.query.get("limit", 50))
+    raw_after = decode_cursor(request.query.get("cursor"))
+    after = None
+    if raw_after is not None:
+        if not raw_after[1].isdigit():
+            raise ValidationError("cursor is not one this API returned")
+        after = (raw_after[0], int(raw_after[1]))
+    limit = page_limit(request.query.get("limit"))
 
     def query() -> dict[str, Any] | None:
         rt.vault.refresh()
@@ -194,7 +171,7 @@ async def contact_timeline(request: web.Request) -> web.Response:
         last = rows[-1] if rows else None
         return {
             "items": [render_timeline_entry(row, rt.vault) for row in rows],
-            "next": _encode(int(last["occurred_at"]), str(last["position"]))
+            "next": encode_cursor(int(last["occurred_at"]), str(last["position"]))
             if more and last
             else None,
         }

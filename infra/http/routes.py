@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from uuid import UUID
@@ -27,6 +25,7 @@ from infra.http.auth import (
 from infra.http.crm_routes import setup_crm_routes
 from infra.http.errors import ApiError
 from infra.http.keys import AUTH, RUNTIME
+from infra.http.paging import decode_cursor, encode_cursor, page_limit
 from infra.http.schemas import (
     get_str,
     get_uuid,
@@ -46,7 +45,6 @@ from projections.base import loads
 ADMIN = frozenset({Role.ADMIN})
 SUPERVISORS = frozenset({Role.ADMIN, Role.SUPERVISOR})
 INGEST = frozenset({Role.ADMIN, Role.INTEGRATION})
-MAX_PAGE = 200
 T = TypeVar("T")
 
 
@@ -133,19 +131,6 @@ async def post_interaction(request: web.Request) -> web.Response:
 
 
 # -- conversations ------------------------------------------------------------------------
-def _decode_cursor(raw: str) -> tuple[int, str]:
-    try:
-        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-        updated, _, conversation_id = text.partition(":")
-        return int(updated), str(UUID(conversation_id))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ValidationError("cursor is not one this API returned") from None
-
-
-def _encode_cursor(updated_at: int, conversation_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{updated_at}:{conversation_id}".encode()).decode().rstrip("=")
-
-
 def _visible_queues(tx: Tx, principal: Principal) -> list[str] | None:
     """The queues an agent token may see (None: every queue, for other roles)."""
     if principal.role is not Role.AGENT or principal.agent_id is None:
@@ -206,13 +191,7 @@ def _inbox_filters(principal: Principal, source: Mapping[str, Any]) -> dict[str,
         assignee = str(parse_uuid(assignee, "assignee"))
     contact_id = text("contact_id")
     queue_id = text("queue_id")
-    raw_limit = source.get("limit", 50)
-    try:
-        limit = int(raw_limit)
-    except (TypeError, ValueError):
-        raise ValidationError("limit must be an integer") from None
-    if isinstance(raw_limit, bool) or not 1 <= limit <= MAX_PAGE:
-        raise ValidationError(f"limit must be between 1 and {MAX_PAGE}")
+    limit = page_limit(source.get("limit"))
     cursor = text("cursor")
     return {
         "status": enum("status", ConversationStatus),
@@ -220,7 +199,7 @@ def _inbox_filters(principal: Principal, source: Mapping[str, Any]) -> dict[str,
         "assignee": assignee,
         "contact_id": str(parse_uuid(contact_id, "contact_id")) if contact_id else None,
         "queue_id": str(parse_uuid(queue_id, "queue_id")) if queue_id else None,
-        "after": _decode_cursor(cursor) if cursor else None,
+        "after": decode_cursor(cursor),
         "limit": limit,
     }
 
@@ -255,7 +234,7 @@ async def _inbox_page(
         items = [render_conversation(row, rt.vault, detail=False) for row in rows]
         last = rows[-1] if rows else None
         next_cursor = (
-            _encode_cursor(int(str(last["updated_at"])), str(last["id"])) if more and last else None
+            encode_cursor(int(str(last["updated_at"])), str(last["id"])) if more and last else None
         )
         return {"items": items, "next": next_cursor}
 

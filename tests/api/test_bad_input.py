@@ -138,3 +138,21 @@ async def test_tokens_and_agents_validate_their_bodies(api: Api) -> None:
     assert (await api.post("/v1/agents", {"name": "A", "skills": ["bad skill!"]}))[0] == 422
     assert (await api.post("/v1/agents", {"name": "A", "email": "not-an-email"}))[0] == 422
     assert (await api.post("/v1/queues", {"name": "Q", "channels": ["fax"]}))[0] == 422
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/contacts?cursor=%%%",
+        "/v1/contacts?limit=0",
+        "/v1/contacts/00000000-0000-0000-0000-000000000000/timeline?cursor=bm9wZTpub3Bl",
+        "/v1/contacts/00000000-0000-0000-0000-000000000000/timeline?order=sideways",
+        "/v1/metrics/intervals?from=yesterday",
+        "/v1/metrics/intervals?from=2026-11-21T10:00:00Z&to=2026-11-20T10:00:00Z",
+        "/v1/metrics/intervals?channel=fax",
+        "/v1/queues/state?queue_id=not-a-uuid",
+    ],
+)
+async def test_bad_read_queries_are_422(api: Api, path: str) -> None:
+    status, body = await api.get(path)
+    assert status == 422, body
