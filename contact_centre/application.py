@@ -17,7 +17,8 @@ import secrets
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
 
@@ -34,6 +35,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment, EnvType
 
 from contact_centre.clock import Clock, SystemClock
+from contact_centre.compliance import DataSubjectRequest, HoldTarget, LegalHold, RequestKind
 from contact_centre.contacts import Contact
 from contact_centre.conversations import Conversation, ConversationStatus, MessageContent
 from contact_centre.errors import (
@@ -53,6 +55,7 @@ from contact_centre.interaction import (
 )
 from contact_centre.ports import IdentityNormaliser, IndexOp, IndexOpKind, WriteIndex
 from contact_centre.privacy import Scope, ScopeKind, Sealed, Sealer
+from contact_centre.retention import RetentionPolicy
 from contact_centre.staff import Agent, AgentPresence, Queue
 from contact_centre.tenancy import ApiToken, Role, Tenant, TenantStatus
 
@@ -67,6 +70,19 @@ NS_TOKEN = "token"  # noqa: S105  (sha256(token) -> principal)
 NS_RECEIPT = "receipt"  # blind(provider, provider message id) -> ids of what it created
 NS_IDENTITY = "identity"  # blind(kind:address) -> contact id
 NS_THREAD = "thread"  # blind(channel, thread key) -> current conversation id
+# Every index key of a tenant's data begins with "<tenant id>:" (see purge_tenant_in).
+NS_CONTACT_CONVERSATION = "contact-conversation"  # "<contact>:<conversation>" -> ""
+NS_HOLD = "hold"  # "<target kind>:<target id>:<hold id>" -> "" while the hold is placed
+NS_AGENT_TOKEN = "agent-token"  # noqa: S105  ("<agent>:<token id>" -> token hash)
+
+TENANT_PREFIXED = (
+    NS_RECEIPT,
+    NS_IDENTITY,
+    NS_THREAD,
+    NS_CONTACT_CONVERSATION,
+    NS_HOLD,
+    NS_AGENT_TOKEN,
+)
 
 TOKEN_PREFIX = "cc_"  # noqa: S105  (a prefix, not a secret)
 
@@ -211,8 +227,24 @@ class UnitOfWork:
             for key in missing:
                 self._overlay[(namespace, key)] = found.get(key)
 
+    def scan(self, namespace: str, prefix: str) -> dict[str, str]:
+        """Index entries whose key begins with ``prefix``, including this unit's changes."""
+        found = dict(self.app.index.scan_prefix(namespace, prefix))
+        for (ns, key), value in self._overlay.items():
+            if ns == namespace and key.startswith(prefix):
+                if value is None:
+                    found.pop(key, None)
+                else:
+                    found[key] = value
+        return found
+
     def index(self, op: IndexOp) -> None:
         self._ops.append(op)
+        if op.kind is IndexOpKind.DELETE_PREFIX:
+            for namespace, key in list(self._overlay):
+                if namespace == op.namespace and key.startswith(op.key):
+                    self._overlay[(namespace, key)] = None
+            return
         self._overlay[(op.namespace, op.key)] = None if op.kind is IndexOpKind.DELETE else op.value
 
     # -- transaction -------------------------------------------------------------------
@@ -424,7 +456,9 @@ class ContactCentre(Application[UUID]):
         return None if value is None else self.sealer.seal(scope, value)
 
     def _blind(self, tenant_id: UUID, purpose: str, *parts: str) -> str:
-        return self.sealer.blind_index(tenant_id, purpose, "\x1f".join(parts))
+        """An index key: the tenant id (so a tenant's entries can be purged together) and a
+        keyed hash of the personal value."""
+        return f"{tenant_id}:{self.sealer.blind_index(tenant_id, purpose, chr(0x1F).join(parts))}"
 
     # == tenants and tokens ============================================================
     def register_tenant_in(
@@ -472,6 +506,15 @@ class ContactCentre(Application[UUID]):
             "agent_id": str(agent_id) if agent_id else None,
         }
         uow.index(IndexOp(IndexOpKind.INSERT, NS_TOKEN, token_hash, json.dumps(principal)))
+        if agent_id is not None:
+            uow.index(
+                IndexOp(
+                    IndexOpKind.INSERT,
+                    NS_AGENT_TOKEN,
+                    f"{tenant_id}:{agent_id}:{api_token.id}",
+                    token_hash,
+                )
+            )
         return IssuedToken(api_token.id, token, role)
 
     def issue_token_in(
@@ -495,6 +538,12 @@ class ContactCentre(Application[UUID]):
         token = uow.get(token_id, ApiToken, tenant_id)
         token.revoke(uow.now)
         uow.index(IndexOp(IndexOpKind.DELETE, NS_TOKEN, token.token_hash))
+        if token.agent_id is not None:
+            uow.index(
+                IndexOp(
+                    IndexOpKind.DELETE, NS_AGENT_TOKEN, f"{tenant_id}:{token.agent_id}:{token.id}"
+                )
+            )
 
     def authenticate(self, token: str) -> Principal | None:
         """Resolve a bearer token; None when unknown, revoked, or its tenant is inactive."""
@@ -656,6 +705,14 @@ class ContactCentre(Application[UUID]):
             uow.now,
         )
         uow.add(conversation)
+        uow.index(
+            IndexOp(
+                IndexOpKind.INSERT,
+                NS_CONTACT_CONVERSATION,
+                f"{tenant_id}:{contact_id}:{conversation_id}",
+                "",
+            )
+        )
         if current is None:
             uow.index(IndexOp(IndexOpKind.INSERT, NS_THREAD, thread_hash, str(conversation_id)))
         else:
@@ -909,9 +966,271 @@ class ContactCentre(Application[UUID]):
         uow.add(queue)
         return queue.id
 
-    # == privacy primitive =============================================================
+    # == privacy: holds, erasure, restriction, requests, retention =====================
     def scope_of(self, kind: ScopeKind, tenant_id: UUID, subject_id: UUID) -> Scope:
         return Scope(tenant_id, kind, subject_id)
+
+    def is_held(self, uow: UnitOfWork, tenant_id: UUID, *targets: tuple[HoldTarget, UUID]) -> bool:
+        """Whether a placed legal hold covers the tenant or any of the targets."""
+        for kind, target_id in [(HoldTarget.TENANT, tenant_id), *targets]:
+            if uow.scan(NS_HOLD, f"{tenant_id}:{kind.value}:{target_id}:"):
+                return True
+        return False
+
+    def place_hold_in(
+        self,
+        uow: UnitOfWork,
+        tenant_id: UUID,
+        target: HoldTarget,
+        target_id: UUID,
+        reason: str,
+        actor: str,
+    ) -> UUID:
+        self._require_active_tenant(uow, tenant_id)
+        if not reason.strip():
+            raise ValidationError("a legal hold needs a reason")
+        if target is HoldTarget.TENANT and target_id != tenant_id:
+            raise NotFoundError(f"tenant {target_id} not found")
+        if target is HoldTarget.CONTACT:
+            uow.get(target_id, Contact, tenant_id)
+        if target is HoldTarget.CONVERSATION:
+            uow.get(target_id, Conversation, tenant_id)
+        hold_id = uuid4()
+        records = Scope(tenant_id, ScopeKind.TENANT_RECORDS, tenant_id)
+        hold = LegalHold.place(
+            hold_id, tenant_id, target, target_id, self._seal(records, reason), actor, uow.now
+        )
+        uow.add(hold)
+        uow.index(
+            IndexOp(IndexOpKind.INSERT, NS_HOLD, f"{tenant_id}:{hold.index_key}:{hold_id}", "")
+        )
+        return hold_id
+
+    def release_hold_in(self, uow: UnitOfWork, tenant_id: UUID, hold_id: UUID, actor: str) -> None:
+        self._require_active_tenant(uow, tenant_id)
+        hold = uow.get(hold_id, LegalHold, tenant_id)
+        hold.release(actor, uow.now)
+        uow.index(IndexOp(IndexOpKind.DELETE, NS_HOLD, f"{tenant_id}:{hold.index_key}:{hold_id}"))
+
+    def _open_text(self, sealed: Sealed | None) -> str | None:
+        if sealed is None:
+            return None
+        opened = self.sealer.open(sealed)
+        return opened if isinstance(opened, str) else None
+
+    def erase_conversation_in(
+        self,
+        uow: UnitOfWork,
+        tenant_id: UUID,
+        conversation_id: UUID,
+        reason: str,
+        request_id: UUID | None = None,
+    ) -> ErasureOutcome:
+        """Erase one conversation's content (unless held); returns the scopes to shred."""
+        conversation = uow.get(conversation_id, Conversation, tenant_id)
+        outcome = ErasureOutcome()
+        if conversation.content_erased:
+            outcome.note("conversation", conversation_id, "already_erased")
+            return outcome
+        if self.is_held(
+            uow,
+            tenant_id,
+            (HoldTarget.CONVERSATION, conversation_id),
+            (HoldTarget.CONTACT, conversation.contact_id),
+        ):
+            outcome.note("conversation", conversation_id, "held")
+            return outcome
+        thread_key = self._open_text(conversation.thread)
+        if thread_key is not None:
+            thread_hash = self._blind(tenant_id, "thread", conversation.channel.value, thread_key)
+            if uow.lookup(NS_THREAD, thread_hash) == str(conversation_id):
+                uow.index(IndexOp(IndexOpKind.DELETE, NS_THREAD, thread_hash))
+        conversation.erase_content(reason, request_id, uow.now)
+        outcome.note("conversation", conversation_id, "erased")
+        outcome.scopes += [
+            Scope.conversation(tenant_id, conversation_id).id,
+            Scope(tenant_id, ScopeKind.VISITOR_NETWORK, conversation_id).id,
+        ]
+        return outcome
+
+    def erase_contact_in(
+        self,
+        uow: UnitOfWork,
+        tenant_id: UUID,
+        contact_id: UUID,
+        reason: str,
+        request_id: UUID | None = None,
+    ) -> ErasureOutcome:
+        """Erase a contact and all its conversations, except what a legal hold covers.
+
+        Records the erasure events and removes the contact's blind-index entries; the
+        caller then destroys the returned scopes' keys. A marketing suppression entry, kept
+        apart under its own keyed hash, survives (P12).
+        """
+        contact = uow.get(contact_id, Contact, tenant_id)
+        outcome = ErasureOutcome()
+        if contact.erased:
+            outcome.note("contact", contact_id, "already_erased")
+            return outcome
+        if self.is_held(uow, tenant_id, (HoldTarget.CONTACT, contact_id)):
+            outcome.note("contact", contact_id, "held")
+            return outcome
+        for key in sorted(uow.scan(NS_CONTACT_CONVERSATION, f"{tenant_id}:{contact_id}:")):
+            conversation_id = UUID(key.rsplit(":", 1)[1])
+            outcome.merge(
+                self.erase_conversation_in(uow, tenant_id, conversation_id, reason, request_id)
+            )
+        for kind, sealed in contact.identities:
+            address = self._open_text(sealed)
+            if address is None:
+                continue
+            key = self._blind(tenant_id, "identity", kind.value, address)
+            if uow.lookup(NS_IDENTITY, key) == str(contact_id):
+                uow.index(IndexOp(IndexOpKind.DELETE, NS_IDENTITY, key))
+        contact.erase(reason, request_id, uow.now)
+        outcome.note("contact", contact_id, "erased")
+        outcome.scopes.append(Scope.contact(tenant_id, contact_id).id)
+        return outcome
+
+    def notice_inactive_contact_in(
+        self, uow: UnitOfWork, tenant_id: UUID, contact_id: UUID, delete_after: datetime
+    ) -> None:
+        contact = uow.get(contact_id, Contact, tenant_id)
+        if not contact.erased:
+            contact.issue_inactivity_notice(delete_after=delete_after, at=uow.now)
+
+    def erase_agent_in(self, uow: UnitOfWork, tenant_id: UUID, agent_id: UUID) -> ErasureOutcome:
+        """Delete an agent (P2): its name and email go, its work history stays by id; its
+        tokens are revoked."""
+        self._require_active_tenant(uow, tenant_id)
+        agent = uow.get(agent_id, Agent, tenant_id)
+        agent.erase(uow.now)
+        for key in uow.scan(NS_AGENT_TOKEN, f"{tenant_id}:{agent_id}:"):
+            self.revoke_token_in(uow, tenant_id, UUID(key.rsplit(":", 1)[1]))
+        outcome = ErasureOutcome()
+        outcome.note("agent", agent_id, "erased")
+        outcome.scopes.append(Scope.agent(tenant_id, agent_id).id)
+        return outcome
+
+    def restrict_contact_in(
+        self,
+        uow: UnitOfWork,
+        tenant_id: UUID,
+        contact_id: UUID,
+        reason: str,
+        request_id: UUID | None = None,
+    ) -> bool:
+        self._require_active_tenant(uow, tenant_id)
+        return uow.get(contact_id, Contact, tenant_id).restrict(reason, request_id, uow.now)
+
+    def lift_restriction_in(self, uow: UnitOfWork, tenant_id: UUID, contact_id: UUID) -> bool:
+        self._require_active_tenant(uow, tenant_id)
+        return uow.get(contact_id, Contact, tenant_id).lift_restriction(uow.now)
+
+    def change_retention_policy_in(
+        self, uow: UnitOfWork, tenant_id: UUID, changes: dict[str, Any]
+    ) -> RetentionPolicy:
+        self._require_active_tenant(uow, tenant_id)
+        return uow.get(tenant_id, Tenant).change_retention_policy(changes, uow.now)
+
+    def resolve_subject(self, uow: UnitOfWork, tenant_id: UUID, identity: Identity) -> list[UUID]:
+        """The contacts an identity belongs to (at most one), for a data-subject request."""
+        entry = self._tenant_entry(uow, tenant_id)
+        normal = self.normaliser.normalise(identity, entry.get("phone_region"))
+        key = self._blind(tenant_id, "identity", normal.kind.value, normal.address)
+        found = uow.lookup(NS_IDENTITY, key)
+        return [UUID(found)] if found else []
+
+    def receive_request_in(
+        self,
+        uow: UnitOfWork,
+        tenant_id: UUID,
+        kind: RequestKind,
+        identity: Identity | None,
+        contact_id: UUID | None,
+        note: str | None,
+        received_at: datetime | None,
+    ) -> UUID:
+        self._require_active_tenant(uow, tenant_id)
+        if contact_id is not None:
+            uow.get(contact_id, Contact, tenant_id)
+            contact_ids = [contact_id]
+        elif identity is not None:
+            contact_ids = self.resolve_subject(uow, tenant_id, identity)
+        else:
+            raise ValidationError("name the subject by an identity or a contact id")
+        request_id = uuid4()
+        records = Scope(tenant_id, ScopeKind.TENANT_RECORDS, tenant_id)
+        request = DataSubjectRequest.receive(
+            request_id,
+            tenant_id,
+            kind,
+            contact_ids,
+            identity.kind.value if identity else None,
+            self._seal_opt(records, note),
+            received_at or uow.now,
+            uow.now,
+        )
+        uow.add(request)
+        return request_id
+
+    def extend_request_in(
+        self, uow: UnitOfWork, tenant_id: UUID, request_id: UUID, days: int, reason: str
+    ) -> datetime:
+        self._require_active_tenant(uow, tenant_id)
+        if not reason.strip():
+            raise ValidationError("an extension needs a reason")
+        request = uow.get(request_id, DataSubjectRequest, tenant_id)
+        records = Scope(tenant_id, ScopeKind.TENANT_RECORDS, tenant_id)
+        return request.extend(days, self._seal(records, reason), uow.now)
+
+    def reject_request_in(
+        self, uow: UnitOfWork, tenant_id: UUID, request_id: UUID, reason: str
+    ) -> None:
+        self._require_active_tenant(uow, tenant_id)
+        if not reason.strip():
+            raise ValidationError("a rejection needs a reason")
+        request = uow.get(request_id, DataSubjectRequest, tenant_id)
+        records = Scope(tenant_id, ScopeKind.TENANT_RECORDS, tenant_id)
+        request.reject(self._seal(records, reason), uow.now)
+
+    def fulfil_request_in(
+        self, uow: UnitOfWork, tenant_id: UUID, request_id: UUID, outcome: dict[str, Any]
+    ) -> None:
+        request = uow.get(request_id, DataSubjectRequest, tenant_id)
+        request.fulfil(outcome, uow.now)
+
+    def purge_tenant_in(
+        self, uow: UnitOfWork, tenant_id: UUID, certificate: dict[str, Any]
+    ) -> None:
+        tenant = uow.get(tenant_id, Tenant)
+        if self.is_held(uow, tenant_id):
+            raise ConflictError("a legal hold covers this tenant")
+        tenant.purge(certificate, uow.now)
+        uow.index(self._tenant_index_op(tenant, IndexOpKind.UPSERT))
+        for namespace in TENANT_PREFIXED:
+            uow.index(IndexOp(IndexOpKind.DELETE_PREFIX, namespace, f"{tenant_id}:"))
+        for token_hash, value in self.index.scan_prefix(NS_TOKEN, ""):
+            if json.loads(value)["tenant_id"] == str(tenant_id):
+                uow.index(IndexOp(IndexOpKind.DELETE, NS_TOKEN, token_hash))
+
+
+@dataclass
+class ErasureOutcome:
+    """What an erasure did, per subject, and which scope keys are now to be destroyed."""
+
+    scopes: list[str] = field(default_factory=list)
+    subjects: list[dict[str, str]] = field(default_factory=list)
+
+    def note(self, kind: str, subject_id: UUID, status: str) -> None:
+        self.subjects.append({"kind": kind, "id": str(subject_id), "status": status})
+
+    def merge(self, other: ErasureOutcome) -> None:
+        self.scopes += other.scopes
+        self.subjects += other.subjects
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"subjects": list(self.subjects)}
 
 
 class Receive:

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from contact_centre.errors import ValidationError
+from contact_centre.errors import ConflictError, ValidationError
 from contact_centre.interaction import IdentityKind
 from contact_centre.privacy import Sealed
 from contact_centre.tenanted import TenantAggregate
@@ -39,6 +39,13 @@ class Contact(TenantAggregate):
         self.registered_at = at
         self.tags: set[str] = set()
         self.attributes: Sealed | None = None
+        self.restricted = False
+        self.erased = False
+        self.notice_delete_after: datetime | None = None
+
+    def _require_not_erased(self) -> None:
+        if self.erased:
+            raise ConflictError("this contact's data has been erased")
 
     @classmethod
     def register(
@@ -65,8 +72,12 @@ class Contact(TenantAggregate):
         address: Sealed
         at: datetime
 
-    @event(IdentityLinked)
     def link_identity(self, kind: str, address: Sealed, at: datetime) -> None:
+        self._require_not_erased()
+        self._identity_linked(kind=kind, address=address, at=at)
+
+    @event(IdentityLinked)
+    def _identity_linked(self, kind: str, address: Sealed, at: datetime) -> None:
         self.identities.append((IdentityKind(kind), address))
 
     class DetailsCorrected(TenantAggregate.Event):
@@ -74,8 +85,12 @@ class Contact(TenantAggregate):
         source: str
         at: datetime
 
-    @event(DetailsCorrected)
     def correct_details(self, display_name: Sealed | None, source: str, at: datetime) -> None:
+        self._require_not_erased()
+        self._details_corrected(display_name=display_name, source=source, at=at)
+
+    @event(DetailsCorrected)
+    def _details_corrected(self, display_name: Sealed | None, source: str, at: datetime) -> None:
         self.display_name = display_name
 
     class Tagged(TenantAggregate.Event):
@@ -85,6 +100,7 @@ class Contact(TenantAggregate):
 
     def tag(self, add: list[str], remove: list[str], at: datetime) -> bool:
         """Add and remove tags; returns False (and records nothing) when nothing changes."""
+        self._require_not_erased()
         wanted = {normalise_tag(t) for t in add}
         unwanted = {normalise_tag(t) for t in remove} - wanted
         added = sorted(wanted - self.tags)
@@ -107,9 +123,75 @@ class Contact(TenantAggregate):
         attributes: Sealed
         at: datetime
 
-    @event(AttributesChanged)
     def change_attributes(self, attributes: Sealed, at: datetime) -> None:
+        self._require_not_erased()
+        self._attributes_changed(attributes=attributes, at=at)
+
+    @event(AttributesChanged)
+    def _attributes_changed(self, attributes: Sealed, at: datetime) -> None:
         self.attributes = attributes
+
+    class Restricted(TenantAggregate.Event):
+        """Processing restricted (GDPR art. 18) or objected to (art. 21): the data stays,
+        but is left out of attribute routing, integration exports and marketing."""
+
+        reason: str
+        request_id: UUID | None
+        at: datetime
+
+    def restrict(self, reason: str, request_id: UUID | None, at: datetime) -> bool:
+        self._require_not_erased()
+        if self.restricted:
+            return False
+        self._restricted(reason=reason, request_id=request_id, at=at)
+        return True
+
+    @event(Restricted)
+    def _restricted(self, reason: str, request_id: UUID | None, at: datetime) -> None:
+        self.restricted = True
+
+    class RestrictionLifted(TenantAggregate.Event):
+        at: datetime
+
+    def lift_restriction(self, at: datetime) -> bool:
+        if not self.restricted:
+            return False
+        self._restriction_lifted(at=at)
+        return True
+
+    @event(RestrictionLifted)
+    def _restriction_lifted(self, at: datetime) -> None:
+        self.restricted = False
+
+    class InactivityNoticeIssued(TenantAggregate.Event):
+        """The contact has been inactive for the policy's period: it will be deleted after
+        ``delete_after`` unless it becomes active again (P9: deletion after notice)."""
+
+        delete_after: datetime
+        at: datetime
+
+    @event(InactivityNoticeIssued)
+    def issue_inactivity_notice(self, delete_after: datetime, at: datetime) -> None:
+        self.notice_delete_after = delete_after
+
+    class Erased(TenantAggregate.Event):
+        """The contact's personal data was destroyed (its scope key shredded); downstream
+        copies (CRMs, webhooks, Kafka consumers) should delete theirs."""
+
+        reason: str
+        request_id: UUID | None
+        at: datetime
+
+    def erase(self, reason: str, request_id: UUID | None, at: datetime) -> None:
+        if self.erased:
+            raise ConflictError("this contact's data has already been erased")
+        self._erased(reason=reason, request_id=request_id, at=at)
+
+    @event(Erased)
+    def _erased(self, reason: str, request_id: UUID | None, at: datetime) -> None:
+        self.erased = True
+        self.display_name = None
+        self.attributes = None
 
 
 MAX_TAGS = 100

@@ -90,6 +90,7 @@ class Conversation(TenantAggregate):
         self.queue_id: UUID | None = None
         self.priority = 0
         self.waiting_since: datetime | None = None  # set while queued and unanswered
+        self.content_erased = False
 
     @classmethod
     def open(
@@ -314,3 +315,22 @@ class Conversation(TenantAggregate):
         """A customer wrote again on a pending or resolved conversation."""
         if self.status in (ConversationStatus.PENDING, ConversationStatus.RESOLVED):
             self._reopened(by="contact", reason="customer_replied", at=at)
+
+    class ContentErased(TenantAggregate.Event):
+        """The conversation's content was destroyed (its scope key shredded). The
+        conversation is closed first: new messages on its thread start a new one."""
+
+        reason: str
+        request_id: UUID | None
+        at: datetime
+
+    def erase_content(self, reason: str, request_id: UUID | None, at: datetime) -> None:
+        if self.content_erased:
+            raise ConflictError("this conversation's content has already been erased")
+        if self.status is not ConversationStatus.CLOSED:
+            self._closed(by="system:erasure", at=at)
+        self._content_erased(reason=reason, request_id=request_id, at=at)
+
+    @event(ContentErased)
+    def _content_erased(self, reason: str, request_id: UUID | None, at: datetime) -> None:
+        self.content_erased = True

@@ -19,6 +19,7 @@ class IndexOpKind(StrEnum):
     UPSERT = "upsert"
     DELETE = "delete"
     CAS = "cas"  # replace ``expected`` by ``value``; fails if the stored value differs
+    DELETE_PREFIX = "delete-prefix"  # every key beginning with ``key`` (a tenant purge)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,10 @@ class WriteIndex(Protocol):
     """
 
     def get_many(self, namespace: str, keys: Sequence[str]) -> dict[str, str]: ...
+
+    def scan_prefix(self, namespace: str, prefix: str) -> list[tuple[str, str]]:
+        """Every (key, value) whose key begins with ``prefix`` (which ends with ':')."""
+        ...
 
 
 class IdentityNormaliser(Protocol):

@@ -22,6 +22,7 @@ class ScopeKind(StrEnum):
     AGENT = "agent"  # an agent's name and email
     TENANT_SECRETS = "tenant-secrets"  # a tenant's provider credentials
     TENANT_INDEX = "tenant-index"  # the tenant's blind-index (keyed hash) key
+    TENANT_RECORDS = "tenant-records"  # admins' free text: hold reasons, request notes
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from contact_centre.errors import ValidationError
+from contact_centre.errors import ConflictError, ValidationError
 from contact_centre.interaction import Channel
 from contact_centre.privacy import Sealed
 from contact_centre.tenanted import TenantAggregate
@@ -66,6 +66,7 @@ class Agent(TenantAggregate):
         self.skills = skills
         self.created_at = at
         self.presence = AgentPresence.OFFLINE
+        self.erased = False
 
     @classmethod
     def create(
@@ -93,6 +94,8 @@ class Agent(TenantAggregate):
         at: datetime
 
     def change_presence(self, presence: AgentPresence, reason: str | None, at: datetime) -> bool:
+        if self.erased:
+            raise ConflictError("this agent has been deleted")
         if reason is not None and (presence is not AgentPresence.AWAY or len(reason) > 100):
             raise ValidationError("a reason (at most 100 characters) goes with 'away' only")
         if presence is self.presence and reason is None:
@@ -103,6 +106,23 @@ class Agent(TenantAggregate):
     @event(PresenceChanged)
     def _presence_changed(self, presence: str, reason: str | None, at: datetime) -> None:
         self.presence = AgentPresence(presence)
+
+    class Erased(TenantAggregate.Event):
+        """The agent was deleted: its name and email are destroyed; its work history
+        stays, under its id (P2)."""
+
+        at: datetime
+
+    def erase(self, at: datetime) -> None:
+        if self.erased:
+            raise ConflictError("this agent has already been deleted")
+        if self.presence is not AgentPresence.OFFLINE:
+            self._presence_changed(presence=AgentPresence.OFFLINE.value, reason=None, at=at)
+        self._erased(at=at)
+
+    @event(Erased)
+    def _erased(self, at: datetime) -> None:
+        self.erased = True
 
 
 class AgentPresence(StrEnum):

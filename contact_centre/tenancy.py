@@ -10,6 +10,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from contact_centre.errors import ConflictError, ValidationError
+from contact_centre.retention import RetentionPolicy
 from contact_centre.tenanted import TenantAggregate
 
 MAX_GRACE_DAYS = 30
@@ -25,6 +26,7 @@ class Role(StrEnum):
 class TenantStatus(StrEnum):
     ACTIVE = "active"
     TERMINATED = "terminated"
+    PURGED = "purged"  # everything destroyed; only the deletion certificate remains
 
 
 class Tenant(Aggregate):
@@ -43,6 +45,8 @@ class Tenant(Aggregate):
         self.settings: dict[str, Any] = {}
         self.terminated_at: datetime | None = None
         self.purge_after: datetime | None = None
+        self.retention = RetentionPolicy()
+        self.certificate: dict[str, Any] | None = None
 
     @classmethod
     def register(cls, tenant_id: UUID, name: str, region: str, at: datetime) -> Tenant:
@@ -76,6 +80,38 @@ class Tenant(Aggregate):
         self.status = TenantStatus.TERMINATED
         self.terminated_at = at
         self.purge_after = purge_after
+
+    class RetentionPolicyChanged(Aggregate.Event):
+        changes: dict[str, Any]
+        at: datetime
+
+    def change_retention_policy(self, changes: dict[str, Any], at: datetime) -> RetentionPolicy:
+        self.retention.with_changes(changes)  # validate before recording
+        self._retention_policy_changed(changes=changes, at=at)
+        return self.retention
+
+    @event(RetentionPolicyChanged)
+    def _retention_policy_changed(self, changes: dict[str, Any], at: datetime) -> None:
+        self.retention = self.retention.with_changes(changes)
+
+    class Purged(Aggregate.Event):
+        """Everything of the tenant was destroyed; ``certificate`` says what (counts by
+        category, dates), with no personal data."""
+
+        certificate: dict[str, Any]
+        at: datetime
+
+    def purge(self, certificate: dict[str, Any], at: datetime) -> None:
+        if self.status is not TenantStatus.TERMINATED:
+            raise ConflictError("only a terminated tenant is purged")
+        if self.purge_after is not None and at < self.purge_after:
+            raise ConflictError("the grace period has not ended")
+        self._purged(certificate=certificate, at=at)
+
+    @event(Purged)
+    def _purged(self, certificate: dict[str, Any], at: datetime) -> None:
+        self.status = TenantStatus.PURGED
+        self.certificate = certificate
 
     class Reactivated(Aggregate.Event):
         at: datetime

@@ -38,6 +38,11 @@ INDEX_DDL = (
 _MAX_KEYS_PER_SELECT = 500
 
 
+def prefix_end(prefix: str) -> str:
+    """The smallest string above every string that begins with ``prefix``."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
 class IndexConflictError(IntegrityError):
     """A compare-and-set on the index found another value: someone else won the race."""
 
@@ -81,6 +86,12 @@ def _apply_index_ops(
                 cursor.execute(
                     f"DELETE FROM {INDEX_TABLE} WHERE namespace = {p} AND key = {p}",
                     (op.namespace, op.key),
+                )
+        elif kind is IndexOpKind.DELETE_PREFIX:
+            for op in run:
+                cursor.execute(
+                    f"DELETE FROM {INDEX_TABLE} WHERE namespace = {p} AND key >= {p} AND key < {p}",
+                    (op.namespace, op.key, prefix_end(op.key)),
                 )
         else:
             for op in run:
@@ -132,6 +143,17 @@ class SQLiteWriteIndex:
             c.execute(
                 f"SELECT key, value FROM {INDEX_TABLE} WHERE namespace = ? ORDER BY key",
                 [namespace],
+            )
+            return [(row[0], row[1]) for row in c.fetchall()]
+
+    def scan_prefix(self, namespace: str, prefix: str) -> list[tuple[str, str]]:
+        if not prefix:
+            return self.scan(namespace)
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT key, value FROM {INDEX_TABLE} WHERE namespace = ? AND key >= ?"
+                " AND key < ? ORDER BY key",
+                [namespace, prefix, prefix_end(prefix)],
             )
             return [(row[0], row[1]) for row in c.fetchall()]
 
@@ -194,5 +216,18 @@ class PostgresWriteIndex:
                     table=Identifier(INDEX_TABLE)
                 ),
                 (namespace,),
+            )
+            return [(row["key"], row["value"]) for row in curs.fetchall()]
+
+    def scan_prefix(self, namespace: str, prefix: str) -> list[tuple[str, str]]:
+        if not prefix:
+            return self.scan(namespace)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                SQL(
+                    "SELECT key, value FROM {table} WHERE namespace = %s AND key >= %s"
+                    " AND key < %s ORDER BY key"
+                ).format(table=Identifier(INDEX_TABLE)),
+                (namespace, prefix, prefix_end(prefix)),
             )
             return [(row["key"], row["value"]) for row in curs.fetchall()]

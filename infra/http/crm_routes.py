@@ -93,11 +93,12 @@ async def lookup_contact(request: web.Request) -> web.Response:
     def query() -> dict[str, Any] | None:
         summary = rt.app.tenant_summary(principal.tenant_id) or {}
         identity = rt.app.normaliser.normalise(Identity(kind, address), summary.get("phone_region"))
-        key = rt.vault.existing_blind_index(
+        digest = rt.vault.existing_blind_index(
             principal.tenant_id, "identity", "\x1f".join((identity.kind.value, identity.address))
         )
-        if key is None:
+        if digest is None:
             return None
+        key = f"{principal.tenant_id}:{digest}"
         found = rt.app.index.get_many(NS_IDENTITY, [key]).get(key)
         if found is None:
             return None
