@@ -42,6 +42,7 @@ from projections.directory import DirectoryProjection
 from projections.inbox import InboxProjection
 from projections.metrics import MetricsProjection
 from projections.queues import QueueStateProjection
+from projections.retention import RetentionLedgerProjection
 from projections.timeline import TimelineProjection
 from workflows.base import Policy, Ticker
 from workflows.placement import DefaultPlacement, QueueFinder
@@ -59,6 +60,7 @@ def all_projections(sealer: Sealer) -> list[Projection]:
         TimelineProjection(),
         QueueStateProjection(),
         MetricsProjection(),
+        RetentionLedgerProjection(),
     ]
 
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 from abc import ABC
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from contact_centre.privacy import Sealed
+from contact_centre.tenancy import Tenant
+
+_TENANT_PURGED = Tenant.Purged
 
 
 class Tx(Protocol):
@@ -80,10 +83,18 @@ class Projection(ABC):
         for table in self.tables:
             tx.execute(f"DROP TABLE IF EXISTS {table}")
 
+    def purge_tenant(self, tx: Tx, tenant_id: str) -> None:
+        """Delete every row of a purged tenant (every table has a tenant_id column)."""
+        for table in self.tables:
+            tx.execute(f"DELETE FROM {table} WHERE tenant_id = ?", (tenant_id,))
+
     def interested_in(self, event_type: type[Any]) -> bool:
-        return event_type in self._handlers
+        return event_type in self._handlers or event_type is _TENANT_PURGED
 
     def apply(self, tx: Tx, event: Any, position: int) -> None:
+        if type(event) is _TENANT_PURGED:
+            self.purge_tenant(tx, str(event.originator_id))
+            return
         name = self._handlers.get(type(event))
         if name is not None:
             getattr(self, name)(tx, event, position)
@@ -93,6 +104,14 @@ class Projection(ABC):
 def micros(value: datetime) -> int:
     """Aware datetime → integer microseconds since the epoch (portable, sortable)."""
     return int(value.timestamp() * 1_000_000) if value.tzinfo else _naive(value)
+
+
+def from_micros(value: int) -> datetime:
+    """Integer microseconds since the epoch → aware UTC datetime (exact)."""
+    return EPOCH + timedelta(microseconds=value)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _naive(value: datetime) -> int:

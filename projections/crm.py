@@ -37,6 +37,7 @@ def prefixes(word: str) -> list[str]:
 
 class CrmProjection(Projection):
     name = "crm"
+    version = 2
     tables = ("rm_crm_contacts", "rm_crm_search", "rm_crm_conversations")
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_crm_contacts ("
@@ -44,7 +45,8 @@ class CrmProjection(Projection):
         " identities TEXT NOT NULL, tags TEXT NOT NULL, attributes TEXT,"
         " opted_out TEXT NOT NULL, first_contact_at BIGINT, last_contact_at BIGINT,"
         " open_conversations INTEGER NOT NULL, total_conversations INTEGER NOT NULL,"
-        " created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+        " created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,"
+        " restricted INTEGER NOT NULL DEFAULT 0, notice_delete_after BIGINT)",
         "CREATE INDEX IF NOT EXISTS rm_crm_contacts_recent"
         " ON rm_crm_contacts (tenant_id, last_contact_at, id)",
         "CREATE TABLE IF NOT EXISTS rm_crm_search ("
@@ -52,7 +54,8 @@ class CrmProjection(Projection):
         " source TEXT NOT NULL, PRIMARY KEY (tenant_id, token, contact_id, source))",
         "CREATE INDEX IF NOT EXISTS rm_crm_search_contact ON rm_crm_search (contact_id)",
         "CREATE TABLE IF NOT EXISTS rm_crm_conversations ("
-        " id TEXT PRIMARY KEY, contact_id TEXT NOT NULL, status TEXT NOT NULL)",
+        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, contact_id TEXT NOT NULL,"
+        " status TEXT NOT NULL)",
     )
 
     def __init__(self, sealer: Sealer) -> None:
@@ -151,13 +154,46 @@ class CrmProjection(Projection):
             (sealed_text(e.attributes), micros(e.at), str(e.originator_id)),
         )
 
+    @handles(Contact.Restricted)
+    def _restricted(self, tx: Tx, e: Contact.Restricted, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_crm_contacts SET restricted = 1, updated_at = ? WHERE id = ?",
+            (micros(e.at), str(e.originator_id)),
+        )
+
+    @handles(Contact.RestrictionLifted)
+    def _restriction_lifted(self, tx: Tx, e: Contact.RestrictionLifted, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_crm_contacts SET restricted = 0, updated_at = ? WHERE id = ?",
+            (micros(e.at), str(e.originator_id)),
+        )
+
+    @handles(Contact.InactivityNoticeIssued)
+    def _noticed(self, tx: Tx, e: Contact.InactivityNoticeIssued, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_crm_contacts SET notice_delete_after = ? WHERE id = ?",
+            (micros(e.delete_after), str(e.originator_id)),
+        )
+
+    @handles(Contact.Erased)
+    def _erased(self, tx: Tx, e: Contact.Erased, position: int) -> None:
+        """The contact's row and its search tokens go: it is found no more."""
+        contact_id = str(e.originator_id)
+        tx.execute("DELETE FROM rm_crm_search WHERE contact_id = ?", (contact_id,))
+        tx.execute("DELETE FROM rm_crm_contacts WHERE id = ?", (contact_id,))
+
     # -- conversations -----------------------------------------------------------------
     @handles(Conversation.Opened)
     def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
         tx.execute(
-            "INSERT INTO rm_crm_conversations (id, contact_id, status) VALUES (?, ?, ?)"
-            " ON CONFLICT (id) DO NOTHING",
-            (str(e.originator_id), str(e.contact_id), ConversationStatus.OPEN.value),
+            "INSERT INTO rm_crm_conversations (id, tenant_id, contact_id, status)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (
+                str(e.originator_id),
+                str(e.tenant_id),
+                str(e.contact_id),
+                ConversationStatus.OPEN.value,
+            ),
         )
         tx.execute(
             "UPDATE rm_crm_contacts SET total_conversations = total_conversations + 1,"
@@ -241,6 +277,8 @@ CONTACT_KEYS = (
     "total_conversations",
     "created_at",
     "updated_at",
+    "restricted",
+    "notice_delete_after",
 )
 
 

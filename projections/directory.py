@@ -11,7 +11,7 @@ from projections.base import Projection, Tx, dumps, handles, loads, micros, seal
 
 class DirectoryProjection(Projection):
     name = "directory"
-    version = 2
+    version = 3
     tables = ("rm_tokens", "rm_agents", "rm_queues")
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_tokens ("
@@ -20,7 +20,7 @@ class DirectoryProjection(Projection):
         "CREATE INDEX IF NOT EXISTS rm_tokens_tenant ON rm_tokens (tenant_id, issued_at)",
         "CREATE TABLE IF NOT EXISTS rm_agents ("
         " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, name TEXT, email TEXT,"
-        " skills TEXT NOT NULL, created_at BIGINT NOT NULL)",
+        " skills TEXT NOT NULL, created_at BIGINT NOT NULL, erased INTEGER NOT NULL DEFAULT 0)",
         "CREATE INDEX IF NOT EXISTS rm_agents_tenant ON rm_agents (tenant_id, created_at)",
         "CREATE TABLE IF NOT EXISTS rm_queues ("
         " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, name TEXT NOT NULL,"
@@ -64,6 +64,13 @@ class DirectoryProjection(Projection):
             ),
         )
 
+    @handles(Agent.Erased)
+    def _agent_erased(self, tx: Tx, e: Agent.Erased, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_agents SET name = NULL, email = NULL, erased = 1 WHERE id = ?",
+            (str(e.originator_id),),
+        )
+
     @handles(Queue.Created)
     def _queue_created(self, tx: Tx, e: Queue.Created, position: int) -> None:
         tx.execute(
@@ -96,7 +103,7 @@ def list_tokens(tx: Tx, tenant_id: str) -> list[dict[str, Any]]:
 
 
 def list_agents(tx: Tx, tenant_id: str) -> list[dict[str, Any]]:
-    keys = ("id", "name", "email", "skills", "created_at")
+    keys = ("id", "name", "email", "skills", "created_at", "erased")
     tx.execute(
         f"SELECT {', '.join(keys)} FROM rm_agents WHERE tenant_id = ? ORDER BY created_at, id",
         (tenant_id,),

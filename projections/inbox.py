@@ -18,7 +18,7 @@ _STILL_WAITING = (ConversationStatus.OPEN, ConversationStatus.PENDING)
 
 class InboxProjection(Projection):
     name = "inbox"
-    version = 2
+    version = 3
     tables = ("rm_conversations", "rm_messages", "rm_contacts")
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_conversations ("
@@ -195,6 +195,25 @@ class InboxProjection(Projection):
             "UPDATE rm_conversations SET assignee_id = ?, waiting_since = NULL, updated_at = ?"
             " WHERE id = ?",
             (str(e.agent_id), micros(e.at), str(e.originator_id)),
+        )
+
+    @handles(Contact.Erased)
+    def _contact_erased(self, tx: Tx, e: Contact.Erased, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_contacts SET display_name = NULL, identities = '[]', updated_at = ?"
+            " WHERE id = ?",
+            (micros(e.at), str(e.originator_id)),
+        )
+
+    @handles(Conversation.ContentErased)
+    def _content_erased(self, tx: Tx, e: Conversation.ContentErased, position: int) -> None:
+        conversation_id = str(e.originator_id)
+        tx.execute(
+            "UPDATE rm_conversations SET last_message = NULL WHERE id = ?", (conversation_id,)
+        )
+        tx.execute(
+            "UPDATE rm_messages SET content = NULL, body = NULL WHERE conversation_id = ?",
+            (conversation_id,),
         )
 
     @handles(Conversation.Queued)

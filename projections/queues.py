@@ -11,6 +11,7 @@ from projections.base import Projection, Tx, handles, micros
 
 class QueueStateProjection(Projection):
     name = "queues"
+    version = 2
     tables = ("rm_queue_waiting", "rm_queue_conversations")
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_queue_waiting ("
@@ -20,15 +21,15 @@ class QueueStateProjection(Projection):
         "CREATE INDEX IF NOT EXISTS rm_queue_waiting_order"
         " ON rm_queue_waiting (tenant_id, queue_id, priority, waiting_since)",
         "CREATE TABLE IF NOT EXISTS rm_queue_conversations ("
-        " id TEXT PRIMARY KEY, channel TEXT NOT NULL)",
+        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, channel TEXT NOT NULL)",
     )
 
     @handles(Conversation.Opened)
     def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
         tx.execute(
-            "INSERT INTO rm_queue_conversations (id, channel) VALUES (?, ?)"
+            "INSERT INTO rm_queue_conversations (id, tenant_id, channel) VALUES (?, ?, ?)"
             " ON CONFLICT (id) DO NOTHING",
-            (str(e.originator_id), e.channel),
+            (str(e.originator_id), str(e.tenant_id), e.channel),
         )
 
     @handles(Conversation.Queued)

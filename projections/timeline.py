@@ -13,6 +13,7 @@ from projections.base import Projection, Tx, dumps, handles, micros, sealed_text
 
 class TimelineProjection(Projection):
     name = "timeline"
+    version = 2
     tables = ("rm_timeline", "rm_timeline_conversations")
     ddl = (
         # content: sealed (message content or note/reply body); detail: non-personal JSON
@@ -25,7 +26,8 @@ class TimelineProjection(Projection):
         " ON rm_timeline (tenant_id, contact_id, occurred_at, position)",
         "CREATE INDEX IF NOT EXISTS rm_timeline_conversation ON rm_timeline (conversation_id)",
         "CREATE TABLE IF NOT EXISTS rm_timeline_conversations ("
-        " id TEXT PRIMARY KEY, contact_id TEXT NOT NULL, channel TEXT NOT NULL)",
+        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, contact_id TEXT NOT NULL,"
+        " channel TEXT NOT NULL)",
     )
 
     def _entry(
@@ -71,9 +73,9 @@ class TimelineProjection(Projection):
     @handles(Conversation.Opened)
     def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
         tx.execute(
-            "INSERT INTO rm_timeline_conversations (id, contact_id, channel) VALUES (?, ?, ?)"
-            " ON CONFLICT (id) DO NOTHING",
-            (str(e.originator_id), str(e.contact_id), e.channel),
+            "INSERT INTO rm_timeline_conversations (id, tenant_id, contact_id, channel)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (str(e.originator_id), str(e.tenant_id), str(e.contact_id), e.channel),
         )
         self._entry(tx, e, position, "status", detail={"status": "opened"})
 
@@ -139,6 +141,14 @@ class TimelineProjection(Projection):
     @handles(Conversation.Abandoned)
     def _abandoned(self, tx: Tx, e: Conversation.Abandoned, position: int) -> None:
         self._entry(tx, e, position, "abandoned", detail={"reason": e.reason})
+
+    @handles(Conversation.ContentErased)
+    def _content_erased(self, tx: Tx, e: Conversation.ContentErased, position: int) -> None:
+        conversation_id = str(e.originator_id)
+        tx.execute(
+            "UPDATE rm_timeline SET content = NULL WHERE conversation_id = ?", (conversation_id,)
+        )
+        self._entry(tx, e, position, "erased", detail={"reason": e.reason})
 
     @handles(Conversation.MarkedPending)
     def _pending(self, tx: Tx, e: Any, position: int) -> None:

@@ -28,6 +28,7 @@ async def test_health_and_ready_need_no_token(client: TestClient[Any, Any]) -> N
             "timeline",
             "queues",
             "metrics",
+            "retention",
         }
 
 

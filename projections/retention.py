@@ -1,0 +1,544 @@
+"""The retention ledger: every scope of personal data with its category, anchor date and
+status; the legal holds; the tenants' policies and contract ends; the deletion records
+(which carry no personal data) — and data-subject requests, for the listings.
+
+Due dates are not stored: they follow from the anchor and the tenant's *current* policy
+(see :mod:`contact_centre.retention`), so a policy change applies at once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from contact_centre.compliance import DataSubjectRequest, LegalHold
+from contact_centre.contacts import Contact
+from contact_centre.conversations import Conversation
+from contact_centre.interaction import Channel
+from contact_centre.privacy import ScopeKind
+from contact_centre.retention import Category, RetentionPolicy
+from contact_centre.staff import Agent
+from contact_centre.tenancy import Tenant
+from projections.base import Projection, Tx, dumps, from_micros, handles, loads, micros
+
+_SCOPE_KEYS = (
+    "scope_id",
+    "tenant_id",
+    "kind",
+    "subject_id",
+    "category",
+    "anchor_at",
+    "contact_id",
+    "conversation_id",
+    "status",
+    "notice_delete_after",
+    "erased_at",
+)
+
+
+class RetentionLedgerProjection(Projection):
+    name = "retention"
+    tables = (
+        "rm_retention_scopes",
+        "rm_retention_holds",
+        "rm_retention_tenants",
+        "rm_retention_deletions",
+        "rm_requests",
+    )
+    ddl = (
+        "CREATE TABLE IF NOT EXISTS rm_retention_scopes ("
+        " scope_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, kind TEXT NOT NULL,"
+        " subject_id TEXT NOT NULL, category TEXT NOT NULL, anchor_at BIGINT,"
+        " contact_id TEXT, conversation_id TEXT, status TEXT NOT NULL,"
+        " notice_delete_after BIGINT, erased_at BIGINT)",
+        "CREATE INDEX IF NOT EXISTS rm_retention_scopes_due"
+        " ON rm_retention_scopes (tenant_id, category, status, anchor_at)",
+        "CREATE INDEX IF NOT EXISTS rm_retention_scopes_contact"
+        " ON rm_retention_scopes (contact_id)",
+        "CREATE TABLE IF NOT EXISTS rm_retention_holds ("
+        " hold_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, target_kind TEXT NOT NULL,"
+        " target_id TEXT NOT NULL, placed_by TEXT NOT NULL, placed_at BIGINT NOT NULL,"
+        " released_by TEXT, released_at BIGINT)",
+        "CREATE TABLE IF NOT EXISTS rm_retention_tenants ("
+        " tenant_id TEXT PRIMARY KEY, policy TEXT NOT NULL, status TEXT NOT NULL,"
+        " terminated_at BIGINT, purge_after BIGINT, certificate TEXT, purged_at BIGINT)",
+        "CREATE TABLE IF NOT EXISTS rm_retention_deletions ("
+        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, scope_kind TEXT NOT NULL,"
+        " subject_id TEXT NOT NULL, category TEXT NOT NULL, rule TEXT NOT NULL,"
+        " request_id TEXT, at BIGINT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS rm_retention_deletions_at"
+        " ON rm_retention_deletions (tenant_id, at)",
+        "CREATE TABLE IF NOT EXISTS rm_requests ("
+        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, kind TEXT NOT NULL,"
+        " contact_ids TEXT NOT NULL, identity_kind TEXT, status TEXT NOT NULL,"
+        " received_at BIGINT NOT NULL, due_at BIGINT NOT NULL, closed_at BIGINT,"
+        " outcome TEXT)",
+        "CREATE INDEX IF NOT EXISTS rm_requests_due ON rm_requests (tenant_id, status, due_at)",
+    )
+
+    # -- helpers -----------------------------------------------------------------------
+    def _scope(
+        self,
+        tx: Tx,
+        scope_id: str,
+        tenant: str,
+        kind: ScopeKind,
+        subject: str,
+        category: Category,
+        anchor: int | None,
+        contact: str | None,
+        conversation: str | None,
+    ) -> None:
+        tx.execute(
+            "INSERT INTO rm_retention_scopes (scope_id, tenant_id, kind, subject_id, category,"
+            " anchor_at, contact_id, conversation_id, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?,"
+            " 'live') ON CONFLICT (scope_id) DO NOTHING",
+            (scope_id, tenant, kind.value, subject, category.value, anchor, contact, conversation),
+        )
+
+    def _touch(self, tx: Tx, scope_id: str, moment: int) -> None:
+        """Activity moves the anchor forward (never back) and cancels an inactivity notice."""
+        tx.execute(
+            "UPDATE rm_retention_scopes SET anchor_at = CASE WHEN anchor_at IS NULL"
+            " OR anchor_at < ? THEN ? ELSE anchor_at END,"
+            " status = CASE WHEN status = 'noticed' THEN 'live' ELSE status END,"
+            " notice_delete_after = NULL WHERE scope_id = ? AND status != 'erased'",
+            (moment, moment, scope_id),
+        )
+
+    def _erased(
+        self, tx: Tx, event: Any, scope_ids: list[str], rule: str, request_id: UUID | None
+    ) -> None:
+        at = micros(event.at)
+        for scope_id in scope_ids:
+            tx.execute(
+                "SELECT kind, subject_id, category FROM rm_retention_scopes"
+                " WHERE scope_id = ? AND status != 'erased'",
+                (scope_id,),
+            )
+            row = tx.fetchone()
+            if row is None:
+                continue
+            tx.execute(
+                "UPDATE rm_retention_scopes SET status = 'erased', erased_at = ?"
+                " WHERE scope_id = ?",
+                (at, scope_id),
+            )
+            tx.execute(
+                "INSERT INTO rm_retention_deletions (id, tenant_id, scope_kind, subject_id,"
+                " category, rule, request_id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO NOTHING",
+                (
+                    scope_id,
+                    str(event.tenant_id),
+                    row[0],
+                    row[1],
+                    row[2],
+                    rule,
+                    str(request_id) if request_id else None,
+                    at,
+                ),
+            )
+
+    # -- tenants -----------------------------------------------------------------------
+    @handles(Tenant.Registered)
+    def _tenant(self, tx: Tx, e: Tenant.Registered, position: int) -> None:
+        tx.execute(
+            "INSERT INTO rm_retention_tenants (tenant_id, policy, status) VALUES (?, ?, 'active')"
+            " ON CONFLICT (tenant_id) DO NOTHING",
+            (str(e.originator_id), dumps(RetentionPolicy().as_dict())),
+        )
+
+    @handles(Tenant.RetentionPolicyChanged)
+    def _policy(self, tx: Tx, e: Tenant.RetentionPolicyChanged, position: int) -> None:
+        tx.execute(
+            "SELECT policy FROM rm_retention_tenants WHERE tenant_id = ?", (str(e.originator_id),)
+        )
+        row = tx.fetchone()
+        if row is None:
+            return
+        policy = RetentionPolicy.from_dict(loads(row[0])).with_changes(e.changes)
+        tx.execute(
+            "UPDATE rm_retention_tenants SET policy = ? WHERE tenant_id = ?",
+            (dumps(policy.as_dict()), str(e.originator_id)),
+        )
+
+    @handles(Tenant.Terminated)
+    def _terminated(self, tx: Tx, e: Tenant.Terminated, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_retention_tenants SET status = 'terminated', terminated_at = ?,"
+            " purge_after = ? WHERE tenant_id = ?",
+            (micros(e.at), micros(e.purge_after), str(e.originator_id)),
+        )
+
+    @handles(Tenant.Reactivated)
+    def _reactivated(self, tx: Tx, e: Tenant.Reactivated, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_retention_tenants SET status = 'active', terminated_at = NULL,"
+            " purge_after = NULL WHERE tenant_id = ?",
+            (str(e.originator_id),),
+        )
+
+    def purge_tenant(self, tx: Tx, tenant_id: str) -> None:
+        """Everything of the tenant goes but its row, which keeps the certificate."""
+        for table in self.tables:
+            if table != "rm_retention_tenants":
+                tx.execute(f"DELETE FROM {table} WHERE tenant_id = ?", (tenant_id,))
+
+    def apply(self, tx: Tx, event: Any, position: int) -> None:
+        super().apply(tx, event, position)
+        if type(event) is Tenant.Purged:
+            tx.execute(
+                "UPDATE rm_retention_tenants SET status = 'purged', certificate = ?,"
+                " purged_at = ?, policy = '{}' WHERE tenant_id = ?",
+                (dumps(event.certificate), micros(event.at), str(event.originator_id)),
+            )
+
+    # -- contacts ----------------------------------------------------------------------
+    @handles(Contact.Registered)
+    def _contact(self, tx: Tx, e: Contact.Registered, position: int) -> None:
+        contact = str(e.originator_id)
+        self._scope(
+            tx,
+            f"contact:{contact}",
+            str(e.tenant_id),
+            ScopeKind.CONTACT,
+            contact,
+            Category.CONTACT,
+            micros(e.at),
+            contact,
+            None,
+        )
+
+    @handles(
+        Contact.IdentityLinked, Contact.DetailsCorrected, Contact.Tagged, Contact.AttributesChanged
+    )
+    def _contact_activity(self, tx: Tx, e: Any, position: int) -> None:
+        self._touch(tx, f"contact:{e.originator_id}", micros(e.at))
+
+    @handles(Contact.InactivityNoticeIssued)
+    def _noticed(self, tx: Tx, e: Contact.InactivityNoticeIssued, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_retention_scopes SET status = 'noticed', notice_delete_after = ?"
+            " WHERE scope_id = ? AND status = 'live'",
+            (micros(e.delete_after), f"contact:{e.originator_id}"),
+        )
+
+    @handles(Contact.Erased)
+    def _contact_erased(self, tx: Tx, e: Contact.Erased, position: int) -> None:
+        self._erased(tx, e, [f"contact:{e.originator_id}"], e.reason, e.request_id)
+
+    # -- conversations -----------------------------------------------------------------
+    @handles(Conversation.Opened)
+    def _conversation(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
+        conversation, tenant, at = str(e.originator_id), str(e.tenant_id), micros(e.at)
+        webchat = e.channel == Channel.WEBCHAT.value
+        category = Category.CHAT_VISITOR if webchat else Category.CORRESPONDENCE
+        self._scope(
+            tx,
+            f"conversation:{conversation}",
+            tenant,
+            ScopeKind.CONVERSATION,
+            conversation,
+            category,
+            at,
+            str(e.contact_id),
+            conversation,
+        )
+        if webchat:  # the visitor's IP and cookie go with the chat (P1, P4)
+            self._scope(
+                tx,
+                f"visitor-network:{conversation}",
+                tenant,
+                ScopeKind.VISITOR_NETWORK,
+                conversation,
+                Category.CHAT_VISITOR,
+                at,
+                str(e.contact_id),
+                conversation,
+            )
+        self._touch(tx, f"contact:{e.contact_id}", at)
+
+    def _conversation_activity(self, tx: Tx, conversation: str, moment: int) -> None:
+        for scope in (f"conversation:{conversation}", f"visitor-network:{conversation}"):
+            self._touch(tx, scope, moment)
+        tx.execute(
+            "SELECT contact_id FROM rm_retention_scopes WHERE scope_id = ?",
+            (f"conversation:{conversation}",),
+        )
+        row = tx.fetchone()
+        if row is not None and row[0]:
+            self._touch(tx, f"contact:{row[0]}", moment)
+
+    @handles(Conversation.MessageReceived)
+    def _received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
+        self._conversation_activity(
+            tx, str(e.originator_id), max(micros(e.occurred_at), micros(e.at))
+        )
+
+    @handles(
+        Conversation.MessageSent,
+        Conversation.NoteAdded,
+        Conversation.Resolved,
+        Conversation.Closed,
+        Conversation.Reopened,
+    )
+    def _activity(self, tx: Tx, e: Any, position: int) -> None:
+        self._conversation_activity(tx, str(e.originator_id), micros(e.at))
+
+    @handles(Conversation.ContentErased)
+    def _content_erased(self, tx: Tx, e: Conversation.ContentErased, position: int) -> None:
+        conversation = str(e.originator_id)
+        self._erased(
+            tx,
+            e,
+            [f"conversation:{conversation}", f"visitor-network:{conversation}"],
+            e.reason,
+            e.request_id,
+        )
+
+    # -- agents ------------------------------------------------------------------------
+    @handles(Agent.Created)
+    def _agent(self, tx: Tx, e: Agent.Created, position: int) -> None:
+        agent = str(e.originator_id)
+        self._scope(
+            tx,
+            f"agent:{agent}",
+            str(e.tenant_id),
+            ScopeKind.AGENT,
+            agent,
+            Category.ACCOUNT,
+            None,
+            None,
+            None,
+        )
+
+    @handles(Agent.Erased)
+    def _agent_erased(self, tx: Tx, e: Agent.Erased, position: int) -> None:
+        self._erased(tx, e, [f"agent:{e.originator_id}"], "agent_deleted", None)
+
+    # -- holds -------------------------------------------------------------------------
+    @handles(LegalHold.Placed)
+    def _hold(self, tx: Tx, e: LegalHold.Placed, position: int) -> None:
+        tx.execute(
+            "INSERT INTO rm_retention_holds (hold_id, tenant_id, target_kind, target_id,"
+            " placed_by, placed_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (hold_id) DO NOTHING",
+            (
+                str(e.originator_id),
+                str(e.tenant_id),
+                e.target_kind,
+                str(e.target_id),
+                e.placed_by,
+                micros(e.at),
+            ),
+        )
+
+    @handles(LegalHold.Released)
+    def _released(self, tx: Tx, e: LegalHold.Released, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_retention_holds SET released_by = ?, released_at = ? WHERE hold_id = ?",
+            (e.released_by, micros(e.at), str(e.originator_id)),
+        )
+
+    # -- data-subject requests ---------------------------------------------------------
+    @handles(DataSubjectRequest.Received)
+    def _request(self, tx: Tx, e: DataSubjectRequest.Received, position: int) -> None:
+        tx.execute(
+            "INSERT INTO rm_requests (id, tenant_id, kind, contact_ids, identity_kind, status,"
+            " received_at, due_at) VALUES (?, ?, ?, ?, ?, 'open', ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (
+                str(e.originator_id),
+                str(e.tenant_id),
+                e.kind,
+                dumps([str(c) for c in e.contact_ids]),
+                e.identity_kind,
+                micros(e.received_at),
+                micros(e.due_at),
+            ),
+        )
+
+    @handles(DataSubjectRequest.DeadlineExtended)
+    def _extended(self, tx: Tx, e: DataSubjectRequest.DeadlineExtended, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_requests SET due_at = ? WHERE id = ?",
+            (micros(e.due_at), str(e.originator_id)),
+        )
+
+    @handles(DataSubjectRequest.Fulfilled)
+    def _fulfilled(self, tx: Tx, e: DataSubjectRequest.Fulfilled, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_requests SET status = 'fulfilled', closed_at = ?, outcome = ? WHERE id = ?",
+            (micros(e.at), dumps(e.outcome), str(e.originator_id)),
+        )
+
+    @handles(DataSubjectRequest.Rejected)
+    def _rejected(self, tx: Tx, e: DataSubjectRequest.Rejected, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_requests SET status = 'rejected', closed_at = ? WHERE id = ?",
+            (micros(e.at), str(e.originator_id)),
+        )
+
+
+# -- queries -------------------------------------------------------------------------------
+def tenant_state(tx: Tx, tenant_id: str) -> dict[str, Any] | None:
+    keys = ("policy", "status", "terminated_at", "purge_after", "certificate", "purged_at")
+    tx.execute(
+        f"SELECT {', '.join(keys)} FROM rm_retention_tenants WHERE tenant_id = ?", (tenant_id,)
+    )
+    row = tx.fetchone()
+    return None if row is None else dict(zip(keys, row, strict=True))
+
+
+def tenants(tx: Tx) -> list[dict[str, Any]]:
+    keys = ("tenant_id", "policy", "status", "terminated_at", "purge_after")
+    tx.execute(f"SELECT {', '.join(keys)} FROM rm_retention_tenants ORDER BY tenant_id")
+    return [dict(zip(keys, row, strict=True)) for row in tx.fetchall()]
+
+
+def held_targets(tx: Tx, tenant_id: str) -> set[tuple[str, str]]:
+    tx.execute(
+        "SELECT target_kind, target_id FROM rm_retention_holds"
+        " WHERE tenant_id = ? AND released_at IS NULL",
+        (tenant_id,),
+    )
+    return {(str(k), str(t)) for k, t in tx.fetchall()}
+
+
+def is_held(scope: dict[str, Any], held: set[tuple[str, str]]) -> bool:
+    if ("tenant", str(scope["tenant_id"])) in held:
+        return True
+    if scope["contact_id"] and ("contact", str(scope["contact_id"])) in held:
+        return True
+    return (
+        bool(scope["conversation_id"]) and ("conversation", str(scope["conversation_id"])) in held
+    )
+
+
+def scopes(
+    tx: Tx,
+    tenant_id: str,
+    *,
+    category: str | None = None,
+    status: str | None = None,
+    anchored_before: int | None = None,
+    contact_id: str | None = None,
+    limit: int = 1000,
+    after: str | None = None,
+) -> list[dict[str, Any]]:
+    where = ["tenant_id = ?"]
+    params: list[Any] = [tenant_id]
+    for column, value in (("category", category), ("status", status), ("contact_id", contact_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if anchored_before is not None:
+        where.append("anchor_at IS NOT NULL AND anchor_at <= ?")
+        params.append(anchored_before)
+    if after is not None:
+        where.append("scope_id > ?")
+        params.append(after)
+    params.append(limit)
+    tx.execute(
+        f"SELECT {', '.join(_SCOPE_KEYS)} FROM rm_retention_scopes WHERE {' AND '.join(where)}"
+        " ORDER BY scope_id LIMIT ?",
+        params,
+    )
+    return [dict(zip(_SCOPE_KEYS, row, strict=True)) for row in tx.fetchall()]
+
+
+def noticed_due(tx: Tx, tenant_id: str, now: int) -> list[dict[str, Any]]:
+    tx.execute(
+        f"SELECT {', '.join(_SCOPE_KEYS)} FROM rm_retention_scopes WHERE tenant_id = ?"
+        " AND status = 'noticed' AND notice_delete_after <= ? ORDER BY scope_id",
+        (tenant_id, now),
+    )
+    return [dict(zip(_SCOPE_KEYS, row, strict=True)) for row in tx.fetchall()]
+
+
+def holds(tx: Tx, tenant_id: str) -> list[dict[str, Any]]:
+    keys = (
+        "hold_id",
+        "target_kind",
+        "target_id",
+        "placed_by",
+        "placed_at",
+        "released_by",
+        "released_at",
+    )
+    tx.execute(
+        f"SELECT {', '.join(keys)} FROM rm_retention_holds WHERE tenant_id = ?"
+        " ORDER BY placed_at, hold_id",
+        (tenant_id,),
+    )
+    return [dict(zip(keys, row, strict=True)) for row in tx.fetchall()]
+
+
+def deletions(tx: Tx, tenant_id: str, since: int, limit: int = 500) -> list[dict[str, Any]]:
+    keys = ("id", "scope_kind", "subject_id", "category", "rule", "request_id", "at")
+    tx.execute(
+        f"SELECT {', '.join(keys)} FROM rm_retention_deletions WHERE tenant_id = ?"
+        " AND at >= ? ORDER BY at, id LIMIT ?",
+        (tenant_id, since, limit),
+    )
+    return [dict(zip(keys, row, strict=True)) for row in tx.fetchall()]
+
+
+REQUEST_KEYS = (
+    "id",
+    "kind",
+    "contact_ids",
+    "identity_kind",
+    "status",
+    "received_at",
+    "due_at",
+    "closed_at",
+    "outcome",
+)
+
+
+def requests(
+    tx: Tx, tenant_id: str, *, status: str | None = None, due_before: int | None = None
+) -> list[dict[str, Any]]:
+    where, params = ["tenant_id = ?"], [tenant_id]
+    if status is not None:
+        where.append("status = ?")
+        params.append(status)
+    if due_before is not None:
+        where.append("due_at <= ?")
+        params.append(due_before)  # type: ignore[arg-type]
+    tx.execute(
+        f"SELECT {', '.join(REQUEST_KEYS)} FROM rm_requests WHERE {' AND '.join(where)}"
+        " ORDER BY due_at, id",
+        params,
+    )
+    return [dict(zip(REQUEST_KEYS, row, strict=True)) for row in tx.fetchall()]
+
+
+def get_request(tx: Tx, tenant_id: str, request_id: str) -> dict[str, Any] | None:
+    tx.execute(
+        f"SELECT {', '.join(REQUEST_KEYS)} FROM rm_requests WHERE tenant_id = ? AND id = ?",
+        (tenant_id, request_id),
+    )
+    row = tx.fetchone()
+    return None if row is None else dict(zip(REQUEST_KEYS, row, strict=True))
+
+
+def due_at(
+    scope: dict[str, Any], policy: RetentionPolicy, tenant: dict[str, Any]
+) -> datetime | None:
+    """When a scope falls due under ``policy`` (None: not while the tenant's contract runs,
+    or no anchor yet)."""
+    category = Category(scope["category"])
+    if scope["status"] == "noticed" and scope["notice_delete_after"] is not None:
+        return from_micros(scope["notice_delete_after"])
+    anchor = scope["anchor_at"]
+    ended = tenant.get("terminated_at")
+    if category in (Category.CORRESPONDENCE, Category.ACCOUNT):
+        if ended is None:
+            return None  # runs from the end of the tenant's contract
+        anchor = max(anchor or 0, ended)
+    if anchor is None:
+        return None
+    return policy.due(category, from_micros(anchor))
