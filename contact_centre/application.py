@@ -1060,8 +1060,11 @@ class ContactCentre(Application[UUID]):
         contact_id: UUID,
         reason: str,
         request_id: UUID | None = None,
+        with_conversations: bool = True,
     ) -> ErasureOutcome:
-        """Erase a contact and all its conversations, except what a legal hold covers.
+        """Erase a contact and (by default) all its conversations, except what a legal hold
+        covers. Retention of an inactive contact erases its identity data only: its
+        conversations follow their own category's period.
 
         Records the erasure events and removes the contact's blind-index entries; the
         caller then destroys the returned scopes' keys. A marketing suppression entry, kept
@@ -1075,7 +1078,8 @@ class ContactCentre(Application[UUID]):
         if self.is_held(uow, tenant_id, (HoldTarget.CONTACT, contact_id)):
             outcome.note("contact", contact_id, "held")
             return outcome
-        for key in sorted(uow.scan(NS_CONTACT_CONVERSATION, f"{tenant_id}:{contact_id}:")):
+        conversations = uow.scan(NS_CONTACT_CONVERSATION, f"{tenant_id}:{contact_id}:")
+        for key in sorted(conversations) if with_conversations else []:
             conversation_id = UUID(key.rsplit(":", 1)[1])
             outcome.merge(
                 self.erase_conversation_in(uow, tenant_id, conversation_id, reason, request_id)
@@ -1199,6 +1203,19 @@ class ContactCentre(Application[UUID]):
     ) -> None:
         request = uow.get(request_id, DataSubjectRequest, tenant_id)
         request.fulfil(outcome, uow.now)
+
+    def configure_export_key_in(
+        self, uow: UnitOfWork, tenant_id: UUID, public_key: str | None, fingerprint: str | None
+    ) -> None:
+        self._require_active_tenant(uow, tenant_id)
+        records = Scope(tenant_id, ScopeKind.TENANT_RECORDS, tenant_id)
+        uow.get(tenant_id, Tenant).configure_export_key(
+            public_key=self._seal_opt(records, public_key), fingerprint=fingerprint, at=uow.now
+        )
+
+    def open_text(self, sealed: Sealed | None) -> str | None:
+        """A sealed value in clear, or None when absent or erased."""
+        return self._open_text(sealed)
 
     def purge_tenant_in(
         self, uow: UnitOfWork, tenant_id: UUID, certificate: dict[str, Any]

@@ -10,6 +10,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from contact_centre.errors import ConflictError, ValidationError
+from contact_centre.privacy import Sealed
 from contact_centre.retention import RetentionPolicy
 from contact_centre.tenanted import TenantAggregate
 
@@ -47,6 +48,8 @@ class Tenant(Aggregate):
         self.purge_after: datetime | None = None
         self.retention = RetentionPolicy()
         self.certificate: dict[str, Any] | None = None
+        self.export_key: Sealed | None = None
+        self.export_key_fingerprint: str | None = None
 
     @classmethod
     def register(cls, tenant_id: UUID, name: str, region: str, at: datetime) -> Tenant:
@@ -93,6 +96,21 @@ class Tenant(Aggregate):
     @event(RetentionPolicyChanged)
     def _retention_policy_changed(self, changes: dict[str, Any], at: datetime) -> None:
         self.retention = self.retention.with_changes(changes)
+
+    class ExportKeyConfigured(Aggregate.Event):
+        """The OpenPGP public key data-subject exports are encrypted to (P6); sealed,
+        since its user id may name a person. ``public_key`` None removes it."""
+
+        public_key: Sealed | None
+        fingerprint: str | None
+        at: datetime
+
+    @event(ExportKeyConfigured)
+    def configure_export_key(
+        self, public_key: Sealed | None, fingerprint: str | None, at: datetime
+    ) -> None:
+        self.export_key = public_key
+        self.export_key_fingerprint = fingerprint
 
     class Purged(Aggregate.Event):
         """Everything of the tenant was destroyed; ``certificate`` says what (counts by

@@ -54,6 +54,7 @@ class Settings:
     writer_queue: int = 20_000
     log_level: str = "INFO"
     projection_wait_ms: int = 2_000
+    retention_interval_seconds: int = 3_600  # 0: no scheduled sweep inside serve
 
     @property
     def is_scaled(self) -> bool:
@@ -84,6 +85,7 @@ class Settings:
             writer_queue=_int(env, "CC_WRITER_QUEUE", 20_000, minimum=1),
             log_level=(env.get("CC_LOG_LEVEL") or "INFO").upper(),
             projection_wait_ms=_int(env, "CC_PROJECTION_WAIT_MS", 2_000),
+            retention_interval_seconds=_int(env, "CC_RETENTION_INTERVAL_SECONDS", 3_600),
         )
 
 

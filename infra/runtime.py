@@ -23,6 +23,7 @@ from psycopg.conninfo import conninfo_to_dict
 from contact_centre.application import ContactCentre
 from contact_centre.clock import Clock, SystemClock
 from contact_centre.privacy import Sealer
+from infra.audit import AuditLog
 from infra.config import ConfigError, Settings
 from infra.db import Database, PostgresDatabase, SQLiteDatabase
 from infra.feed import Consumer, InProcessFeed, PolicyConsumer, ProjectionConsumer
@@ -46,6 +47,7 @@ from projections.retention import RetentionLedgerProjection
 from projections.timeline import TimelineProjection
 from workflows.base import Policy, Ticker
 from workflows.placement import DefaultPlacement, QueueFinder
+from workflows.privacy import PrivacyService, RetentionTicker
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,8 @@ class Runtime:
     consumers: list[ProjectionConsumer]
     clock: Clock
     make_app: Callable[[], ContactCentre]
+    audit: AuditLog
+    privacy: PrivacyService
     policies: list[PolicyConsumer] = field(default_factory=list)
     tickers: TickerRunner | None = None
     _closers: list[Any] = field(default_factory=list)
@@ -132,6 +136,7 @@ class Runtime:
 
     def start(self) -> None:
         if not self.started:
+            self.audit.start()
             self.feed.start()
             self.writer.start()
             if self.tickers is not None:
@@ -144,6 +149,7 @@ class Runtime:
                 self.tickers.stop()
             self.writer.stop()
             self.feed.stop()
+            self.audit.stop()
             self.started = False
 
     def close(self) -> None:
@@ -183,6 +189,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         readdb: Database = PostgresDatabase(settings.database_url)
         closers.append(readdb.close)
         vault_db: Database = readdb
+        audit_db: Database = readdb
     else:
         data_dir = settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -200,6 +207,8 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         # on power loss (never consistency: rows and tracking commit together) for speed.
         readdb = SQLiteDatabase(str(data_dir / "readmodels.sqlite"), synchronous="NORMAL")
         closers.append(readdb.close)
+        audit_db = SQLiteDatabase(str(data_dir / "audit.sqlite"))
+        closers.append(audit_db.close)
 
     vault = KeyVault(vault_db, master_key, clock=clock)
     vault.create_tables()
@@ -238,6 +247,9 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         max_queue=settings.writer_queue,
         before_batch=vault.refresh if settings.is_scaled else None,
     )
+    audit = AuditLog(audit_db)
+    audit.create_tables()
+    privacy = PrivacyService(make_app(), vault, readdb.read, usage=[audit])
     runtime = Runtime(
         settings=settings,
         app=app,
@@ -248,9 +260,13 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         consumers=consumers,
         clock=clock,
         make_app=make_app,
+        audit=audit,
+        privacy=privacy,
         _closers=closers,
     )
     runtime.add_policy(DefaultPlacement(QueueFinder(readdb.read)))
+    if settings.retention_interval_seconds > 0:
+        runtime.add_ticker(RetentionTicker(privacy, settings.retention_interval_seconds))
     return runtime
 
 

@@ -44,7 +44,7 @@ class TickerRunner:
         self._threads.clear()
 
     def _run(self, ticker: Ticker) -> None:
-        wake = self._wake[ticker.name]
+        wake = self._wake.setdefault(ticker.name, threading.Event())
         backoff = ticker.interval
         while not self._stop.is_set():
             try:

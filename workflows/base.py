@@ -60,7 +60,7 @@ class Ticker(ABC):
     """Periodic work: find what is due at ``now`` and do it (each step a command)."""
 
     name: ClassVar[str]
-    interval: ClassVar[float] = 1.0  # seconds between ticks
+    interval: float = 1.0  # seconds between ticks
 
     @abstractmethod
     def tick(self, now: datetime) -> int:

@@ -12,6 +12,7 @@ from contact_centre.application import NS_IDENTITY
 from contact_centre.errors import NotFoundError, ValidationError
 from contact_centre.interaction import Identity, IdentityKind
 from contact_centre.tenancy import Role
+from infra.http.auditing import record_read
 from infra.http.auth import authenticate, require_role
 from infra.http.errors import ApiError
 from infra.http.keys import AUTH, RUNTIME
@@ -50,6 +51,7 @@ async def list_contacts(request: web.Request) -> web.Response:
     after = decode_cursor(request.query.get("cursor"))
     limit = page_limit(request.query.get("limit"))
     body = await _run(rt, _contact_page, rt, str(principal.tenant_id), None, tag, after, limit)
+    await record_read(request, principal, "contacts", [c["id"] for c in body["items"]])
     return web.json_response(body)
 
 
@@ -73,7 +75,9 @@ async def search_contacts(request: web.Request) -> web.Response:
             ids = crm.search_contact_ids(tx, str(principal.tenant_id), tokens)
         return _contact_page(rt, str(principal.tenant_id), ids, tag, after, limit)
 
-    return web.json_response(await _run(rt, query))
+    body = await _run(rt, query)
+    await record_read(request, principal, "contacts", [c["id"] for c in body["items"]])
+    return web.json_response(body)
 
 
 async def lookup_contact(request: web.Request) -> web.Response:
@@ -110,6 +114,7 @@ async def lookup_contact(request: web.Request) -> web.Response:
     body = await _run(rt, query)
     if body is None:
         raise NotFoundError("no contact has that identity")
+    await record_read(request, principal, "contact", [body["id"]])
     return web.json_response(body)
 
 
@@ -135,6 +140,7 @@ async def get_contact(request: web.Request) -> web.Response:
     body = await _run(rt, query)
     if body is None:
         raise NotFoundError(f"contact {contact_id} not found")
+    await record_read(request, principal, "contact", [str(contact_id)])
     return web.json_response(body)
 
 
@@ -180,6 +186,7 @@ async def contact_timeline(request: web.Request) -> web.Response:
     body = await _run(rt, query)
     if body is None:
         raise NotFoundError(f"contact {contact_id} not found")
+    await record_read(request, principal, "timeline", [str(contact_id)])
     return web.json_response(body)
 
 

@@ -16,6 +16,7 @@ from contact_centre.interaction import Channel
 from contact_centre.staff import AgentPresence
 from contact_centre.tenancy import Role
 from infra.db import Tx
+from infra.http.auditing import record_read
 from infra.http.auth import (
     ALL_ROLES,
     STAFF,
@@ -26,6 +27,7 @@ from infra.http.crm_routes import setup_crm_routes
 from infra.http.errors import ApiError
 from infra.http.keys import AUTH, RUNTIME
 from infra.http.paging import decode_cursor, encode_cursor, page_limit
+from infra.http.privacy_routes import setup_privacy_routes
 from infra.http.schemas import (
     get_str,
     get_uuid,
@@ -244,7 +246,9 @@ async def _inbox_page(
 async def list_conversations(request: web.Request) -> web.Response:
     principal = await _principal(request, STAFF)
     filters = _inbox_filters(principal, request.query)
-    return web.json_response(await _inbox_page(request, principal, filters, None))
+    page = await _inbox_page(request, principal, filters, None)
+    await record_read(request, principal, "conversations", [c["id"] for c in page["items"]])
+    return web.json_response(page)
 
 
 async def search_conversations(request: web.Request) -> web.Response:
@@ -257,7 +261,9 @@ async def search_conversations(request: web.Request) -> web.Response:
     )
     contact = get_str(doc, "contact", required=False, max_len=200)
     filters = _inbox_filters(principal, doc)
-    return web.json_response(await _inbox_page(request, principal, filters, contact))
+    page = await _inbox_page(request, principal, filters, contact)
+    await record_read(request, principal, "conversations", [c["id"] for c in page["items"]])
+    return web.json_response(page)
 
 
 async def get_conversation(request: web.Request) -> web.Response:
@@ -280,6 +286,7 @@ async def get_conversation(request: web.Request) -> web.Response:
     body = await asyncio.to_thread(query)
     if body is None:
         raise NotFoundError(f"conversation {conversation_id} not found")
+    await record_read(request, principal, "conversation", [body["id"], body["contact"]["id"]])
     return web.json_response(body)
 
 
@@ -542,7 +549,9 @@ async def list_agents(request: web.Request) -> web.Response:
             items.append(item)
         return items
 
-    return web.json_response({"items": await asyncio.to_thread(query)})
+    items = await asyncio.to_thread(query)
+    await record_read(request, principal, "agents", [a["agent_id"] for a in items])
+    return web.json_response({"items": items})
 
 
 async def post_presence(request: web.Request) -> web.Response:
@@ -644,3 +653,4 @@ def setup_routes(app: web.Application) -> None:
     setup_supervision_routes(app)  # before /v1/queues/{queue_id}
     app.router.add_patch("/v1/queues/{queue_id}", patch_queue)
     setup_crm_routes(app)
+    setup_privacy_routes(app)

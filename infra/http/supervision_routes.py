@@ -18,11 +18,12 @@ from infra.http.keys import AUTH, RUNTIME
 from infra.http.schemas import parse_time, parse_uuid
 from infra.http.views import iso
 from infra.runtime import Runtime
-from projections import directory, metrics, queues
+from projections import directory, metrics, queues, retention
 from projections.base import micros
 
 WATCHERS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.AGENT})
 MAX_RANGE = timedelta(days=31)
+SEVEN_DAYS = 7 * 86_400 * 1_000_000
 
 
 def visible_queues(tx: Tx, principal: Principal) -> list[str] | None:
@@ -107,6 +108,7 @@ async def live_metrics(request: web.Request) -> web.Response:
             rows = queues.waiting(tx, tenant, allowed)
             presence = metrics.presence_counts(tx, tenant)
             working = metrics.in_progress(tx, tenant, allowed)
+            open_requests = retention.requests(tx, tenant, status="open")
         waits = [max(0, now - int(r["waiting_since"])) // 1_000_000 for r in rows]
         return {
             "at": iso(now),
@@ -114,6 +116,13 @@ async def live_metrics(request: web.Request) -> web.Response:
             "longest_wait_seconds": max(waits, default=0),
             "in_progress": working,
             "agents": {p: presence.get(p, 0) for p in ("available", "busy", "away", "offline")},
+            "privacy_requests": {
+                "open": len(open_requests),
+                "due_within_7_days": sum(
+                    1 for r in open_requests if now <= int(r["due_at"]) <= now + SEVEN_DAYS
+                ),
+                "overdue": sum(1 for r in open_requests if int(r["due_at"]) < now),
+            },
         }
 
     return web.json_response(await asyncio.to_thread(query))

@@ -123,6 +123,22 @@ def cross_tenant_calls(ids: dict[str, str]) -> list[tuple[str, str, Any]]:
         ("GET", f"/v1/contacts/{ids['contact_id']}", None),
         ("GET", f"/v1/contacts/{ids['contact_id']}/timeline", None),
         ("POST", "/v1/contacts/lookup", {"kind": "phone", "address": ids["phone"]}),
+        (
+            "POST",
+            "/v1/holds",
+            {"target_kind": "contact", "target_id": ids["contact_id"], "reason": "x"},
+        ),
+        ("POST", f"/v1/holds/{ids['hold_id']}/release", None),
+        ("POST", "/v1/requests", {"kind": "access", "contact_id": ids["contact_id"]}),
+        ("GET", f"/v1/requests/{ids['request_id']}", None),
+        ("POST", f"/v1/requests/{ids['request_id']}/extend", {"days": 5, "reason": "x"}),
+        ("POST", f"/v1/requests/{ids['request_id']}/reject", {"reason": "x"}),
+        ("POST", f"/v1/requests/{ids['request_id']}/fulfil", {}),
+        ("GET", f"/v1/requests/{ids['request_id']}/export", None),
+        ("POST", f"/v1/contacts/{ids['contact_id']}/erasure", {}),
+        ("POST", f"/v1/contacts/{ids['contact_id']}/restriction", {}),
+        ("DELETE", f"/v1/contacts/{ids['contact_id']}/restriction", None),
+        ("DELETE", f"/v1/agents/{ids['agent_id']}", None),
     ]
 
 
@@ -136,7 +152,20 @@ LISTINGS = [
     "/v1/queues/state",
     "/v1/metrics/live",
     "/v1/metrics/intervals",
+    "/v1/retention/policy",
+    "/v1/retention/ledger",
+    "/v1/retention/deletions",
+    "/v1/holds",
+    "/v1/requests",
+    "/v1/audit",
 ]
+# These act on the caller's own tenant and take no id that could name another's.
+OWN_TENANT_ONLY = {
+    ("PUT", "/v1/retention/policy"),
+    ("POST", "/v1/retention/run"),
+    ("PUT", "/v1/privacy/export-key"),
+    ("POST", "/v1/tenant/termination"),
+}
 SEARCHES = [
     ("/v1/contacts/search", {"query": "Ann"}),
     ("/v1/conversations/search", {"contact": "Ann"}),
@@ -159,6 +188,18 @@ async def test_no_request_reaches_another_tenants_data(
     _, tokens = await api.get("/v1/tokens")
     ids["agent_id"] = agent["agent_id"]
     ids["token_id"] = tokens["items"][-1]["token_id"]
+    _, hold = await api.post(
+        "/v1/holds",
+        {
+            "target_kind": "conversation",
+            "target_id": ids["conversation_id"],
+            "reason": "A's litigation",
+        },
+    )
+    ids["hold_id"] = hold["hold_id"]
+    _, req = await api.post("/v1/requests", {"kind": "access", "contact_id": ids["contact_id"]})
+    ids["request_id"] = req["request_id"]
+    await api.get(f"/v1/conversations/{ids['conversation_id']}")  # an audit entry for A
     await settle(runtime)
 
     other = await Api.for_new_tenant(client, runtime, "Tenant B")
@@ -176,6 +217,8 @@ async def test_no_request_reaches_another_tenants_data(
             ids["conversation_id"],
             ids["agent_id"],
             ids["token_id"],
+            ids["hold_id"],
+            ids["request_id"],
             ids["queue_id"],
             ids["contact_id"],
             "A's",
@@ -197,6 +240,8 @@ async def test_the_isolation_test_covers_every_route(client: TestClient[Any, Any
         "token_id": "{token_id}",
         "queue_id": "{queue_id}",
         "contact_id": "{contact_id}",
+        "hold_id": "{hold_id}",
+        "request_id": "{request_id}",
         "phone": "",
     }
     covered |= {(m, p) for m, p, _ in cross_tenant_calls(fake)}
@@ -209,4 +254,4 @@ async def test_the_isolation_test_covers_every_route(client: TestClient[Any, Any
         for route in client.app.router.routes()
         if route.method != "HEAD" and route.resource is not None
     }
-    assert routes - covered - OPEN_ROUTES == set()
+    assert routes - covered - OPEN_ROUTES - OWN_TENANT_ONLY == set()
