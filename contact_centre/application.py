@@ -33,6 +33,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment, EnvType
 
+from contact_centre.channel_service import ChannelCommands
 from contact_centre.clock import Clock, SystemClock
 from contact_centre.contacts import Contact
 from contact_centre.conversations import Conversation, ConversationStatus, MessageContent
@@ -208,8 +209,8 @@ class UnitOfWork:
                     cache.get(aggregate_id, evict=True)
 
 
-class ContactCentre(Application[UUID]):
-    """The contact-centre application service."""
+class ContactCentre(ChannelCommands, Application[UUID]):
+    """The contact-centre application service (channel use cases: :mod:`channel_service`)."""
 
     name = "contact_centre"
     # The writer owns the cached aggregates and evicts what a failed unit touched, so the

@@ -22,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from contact_centre.application import ContactCentre
 from contact_centre.clock import Clock, SystemClock
+from infra.channels import ChannelServices, install_channels
 from infra.config import ConfigError, Settings
 from infra.db import Database, PostgresDatabase, SQLiteDatabase
 from infra.feed import Consumer, InProcessFeed, PolicyConsumer, ProjectionConsumer
@@ -36,6 +37,9 @@ from infra.store import (
 from infra.vault import KeyVault
 from infra.writer import Writer
 from projections.base import Projection
+from projections.channel_activity import ChannelActivityProjection
+from projections.channel_settings import ChannelSettingsProjection
+from projections.deliveries import DeliveriesProjection
 from projections.directory import DirectoryProjection
 from projections.inbox import InboxProjection
 from workflows.base import Policy, Ticker
@@ -46,7 +50,13 @@ EVENTS_TABLE = "cc_events"
 
 
 def all_projections() -> list[Projection]:
-    return [InboxProjection(), DirectoryProjection()]
+    return [
+        InboxProjection(),
+        DirectoryProjection(),
+        ChannelSettingsProjection(),
+        DeliveriesProjection(),
+        ChannelActivityProjection(),
+    ]
 
 
 def load_or_create_master_key(data_dir: Path) -> bytes:
@@ -94,6 +104,7 @@ class Runtime:
     make_app: Callable[[], ContactCentre]
     policies: list[PolicyConsumer] = field(default_factory=list)
     tickers: TickerRunner | None = None
+    channels: ChannelServices | None = None
     _closers: list[Any] = field(default_factory=list)
     started: bool = False
 
@@ -223,7 +234,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         max_queue=settings.writer_queue,
         before_batch=vault.refresh if settings.is_scaled else None,
     )
-    return Runtime(
+    runtime = Runtime(
         settings=settings,
         app=app,
         vault=vault,
@@ -235,6 +246,8 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         make_app=make_app,
         _closers=closers,
     )
+    runtime.channels = install_channels(runtime)
+    return runtime
 
 
 def _evict(app: ContactCentre, recorded: Sequence[tuple[int, Any]]) -> None:

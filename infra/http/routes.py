@@ -23,6 +23,7 @@ from infra.http.auth import (
     authenticate,
     require_role,
 )
+from infra.http.channel_views import enrich_conversation
 from infra.http.errors import ApiError
 from infra.http.keys import AUTH, RUNTIME
 from infra.http.schemas import (
@@ -217,6 +218,8 @@ async def get_conversation(request: web.Request) -> web.Response:
         body = render_conversation(row, rt.vault, detail=True)
         body["messages"] = [render_message(e, rt.vault) for e in entries if e["kind"] == "message"]
         body["notes"] = [render_note(e, rt.vault) for e in entries if e["kind"] == "note"]
+        with rt.readdb.read() as tx:
+            enrich_conversation(rt, tx, principal, body)
         return body
 
     body = await asyncio.to_thread(query)
