@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from contact_centre.clock import ShiftedClock
 from contact_centre.contacts import Contact
 from contact_centre.deliveries import delivery_id
+from contact_centre.privacy import Scope
 from infra.runtime import Runtime
 from tests.channels.fakes import FakeClouds
 from tests.channels.support import (
@@ -270,3 +271,25 @@ async def _eventually(probe: Any) -> Any:
     found = await eventually(probe)
     assert found
     return found
+
+
+async def test_an_opt_out_outlives_the_erasure_of_the_contact(
+    api: Api, client: TestClient[Any, Any], runtime: Runtime
+) -> None:
+    await configure_twilio(api)
+    number = unique_phone()
+    conversation = await _inbound(api, client, runtime, sender=number, body="STOP")
+    _, detail = await api.get(f"/v1/conversations/{conversation}")
+    contact_id = UUID(detail["contact"]["id"])
+    runtime.vault.destroy(
+        [
+            Scope.contact(api.tenant_id, contact_id).id,
+            Scope.conversation(api.tenant_id, UUID(conversation)).id,
+        ]
+    )
+    runtime.app.repository.cache.get(contact_id, evict=True)  # type: ignore[union-attr]
+    contact = runtime.app.repository.get(contact_id)
+    assert isinstance(contact, Contact)
+    assert contact.opted_out == {"sms"}
+    _, erased = await api.get(f"/v1/conversations/{conversation}")
+    assert erased["contact"]["erased"] is True
