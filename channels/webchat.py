@@ -81,12 +81,12 @@ def client_ip(
     hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
     for hop in reversed(hops):
         try:
-            ipaddress.ip_address(hop)
+            address = str(ipaddress.ip_address(hop))  # canonical, as blocks are stored
         except ValueError:
             return peer  # a malformed header: trust nothing in it
-        if not is_trusted(hop):
-            return hop
-    return hops[0] if hops else peer
+        if not is_trusted(address):
+            return address
+    return peer  # every hop is one of our proxies
 
 
 class RateLimiter:
@@ -185,6 +185,8 @@ def interaction(
 class Socket(Protocol):
     async def send_json(self, data: Any) -> None: ...
 
+    async def close(self, *, code: int = ..., message: bytes = ...) -> bool: ...
+
 
 @dataclass
 class _Entry:
@@ -199,7 +201,33 @@ class WebchatHub:
     def __init__(self) -> None:
         self._sockets: dict[UUID, list[_Entry]] = {}
         self._typing: dict[UUID, float] = {}
+        # every open visitor socket of this process: socket -> (tenant, ip, visitor id)
+        self._visitors: dict[Socket, tuple[UUID, str | None, str]] = {}
         self._lock = threading.Lock()
+
+    def connected_visitor(
+        self, socket: Socket, tenant_id: UUID, ip: str | None, visitor: str
+    ) -> None:
+        with self._lock:
+            self._visitors[socket] = (tenant_id, ip, visitor)
+
+    def disconnected_visitor(self, socket: Socket) -> None:
+        with self._lock:
+            self._visitors.pop(socket, None)
+
+    async def close_blocked(self, tenant_id: UUID, kind: str, value: str) -> int:
+        """Close the open sockets of a visitor just blocked (by ``ip`` or ``visitor``)."""
+        wanted = value.strip().lower()
+        with self._lock:
+            matching = [
+                socket
+                for socket, (tenant, ip, visitor) in self._visitors.items()
+                if tenant == tenant_id
+                and ((ip or "") if kind == "ip" else visitor).lower() == wanted
+            ]
+        for socket in matching:
+            await socket.close(code=CLOSE_BLOCKED, message=b"blocked")
+        return len(matching)
 
     def join(self, conversation_id: UUID, socket: Socket) -> None:
         entry = _Entry(socket, asyncio.get_running_loop())

@@ -26,6 +26,7 @@ from contact_centre.errors import ConflictError, NotFoundError, ValidationError
 from contact_centre.interaction import Channel, Interaction
 from contact_centre.ports import IdentityNormaliser, IndexOp, IndexOpKind, WriteIndex
 from contact_centre.privacy import Erased, Scope, ScopeKind, Sealed, Sealer
+from contact_centre.tenancy import TenantStatus
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -83,6 +84,8 @@ class ChannelCommands:
         def _seal(self, scope: Scope, value: str) -> Sealed: ...
 
         def _require_active_tenant(self, uow: UnitOfWork, tenant_id: UUID) -> dict[str, Any]: ...
+
+        def _tenant_entry(self, uow: UnitOfWork, tenant_id: UUID) -> dict[str, Any]: ...
 
         def _conversation(
             self, uow: UnitOfWork, tenant_id: UUID, conversation_id: UUID
@@ -482,13 +485,16 @@ class ChannelCommands:
         None when there is nothing to send (not due, already under way, or refused)."""
         delivery = uow.get(did, Delivery)
         tenant_id = delivery.tenant_id
-        self._require_active_tenant(uow, tenant_id)
         if delivery.status is not DeliveryStatus.PENDING:
             return None
         at = now or uow.now
         if delivery.due_at is not None and delivery.due_at > at:
             return None
         attempt = delivery.start_attempt(at)
+        if self._tenant_entry(uow, tenant_id)["status"] != TenantStatus.ACTIVE:
+            # Settled for good, so a terminated tenant's replies never clog the queue.
+            delivery.fail_attempt(attempt, "tenant_inactive", False, uow.now)
+            return None
         body = self._open(delivery.body)
         route_text = self._open(delivery.route)
         if body is None or route_text is None:

@@ -403,6 +403,7 @@ async def post_block(request: web.Request) -> web.Response:
         await rt.feed.progress.wait(
             "channel_activity", position, rt.settings.projection_wait_ms / 1000
         )
+    await services(rt).hub.close_blocked(tenant_id, kind.value, value)  # chatting right now
     return web.json_response({"block_id": str(block_id)}, status=201)
 
 

@@ -79,10 +79,12 @@ async def visitor_socket(request: web.Request) -> web.StreamResponse:
         await ws.close(code=webchat.CLOSE_BLOCKED, message=b"blocked")
         return ws
     session = VisitorSession(rt, svc, config, visitor, ip, ws)
+    svc.hub.connected_visitor(ws, tenant_id, ip, visitor)
     try:
         await session.run()
     finally:
         session.leave()
+        svc.hub.disconnected_visitor(ws)
     return ws
 
 

@@ -4,6 +4,7 @@ nothing is written."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
@@ -12,15 +13,20 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
+import pytest
 from aiohttp.test_utils import TestClient
 from slack_sdk.signature import SignatureVerifier
 
+from infra.config import Settings
 from infra.runtime import Runtime
+from projections import deliveries
+from tests.channels.fakes import FakeClouds, twilio_signature
 from tests.channels.support import (
     ACCOUNT_SID,
     AUTH_TOKEN,
     SHOP,
     configure_twilio,
+    eventually,
     post_twilio,
     sms_params,
 )
@@ -118,8 +124,6 @@ async def test_twilio_refuses_forged_missing_and_cross_tenant_signatures_and_bad
 
 
 def _sig_of(runtime: Runtime, api: Api, params: dict[str, str]) -> str:
-    from tests.channels.fakes import twilio_signature
-
     url = f"{runtime.settings.base_url}/v1/channels/{api.tenant_id}/twilio/sms"
     return twilio_signature(AUTH_TOKEN, url, params)
 
@@ -284,3 +288,66 @@ async def test_channel_settings_validate_and_never_show_secrets(
     other = await Api.for_new_tenant(client, runtime, "Other")
     conflict = lambda: other.call("PUT", "/v1/channel-settings/webchat", json=key)  # noqa: E731
     await writes.none(conflict, 409)
+
+
+class TestBehindAProxy:
+    """Production runs behind a proxy: Twilio signs the public URL, not ours."""
+
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return settings.with_overrides(public_base_url="https://cc.example.com/")
+
+    async def test_signatures_are_checked_against_the_public_base_url(
+        self, api: Api, client: TestClient[Any, Any], runtime: Runtime
+    ) -> None:
+        await configure_twilio(api)
+        params = sms_params(unique_phone(), "hello", "SM" + "e" * 32)
+        path = f"/v1/channels/{api.tenant_id}/twilio/sms"
+        local = twilio_signature(
+            AUTH_TOKEN, f"http://127.0.0.1:{runtime.settings.port}{path}", params
+        )
+        public = twilio_signature(AUTH_TOKEN, f"https://cc.example.com{path}", params)
+        writes = Writes(runtime)
+        await writes.none(
+            lambda: post_twilio(
+                client, runtime, api.tenant_id, "twilio/sms", params, signature=local
+            ),
+            403,
+        )
+        status, _ = await post_twilio(
+            client, runtime, api.tenant_id, "twilio/sms", params, signature=public
+        )
+        assert status == 200
+
+
+async def test_replies_of_a_terminated_tenant_are_settled_not_sent(
+    api: Api, client: TestClient[Any, Any], runtime: Runtime, clouds: FakeClouds
+) -> None:
+    await configure_twilio(api)
+    assert runtime.tickers is not None
+    runtime.tickers.stop()
+    params = sms_params(unique_phone(), "hello", "SM" + "d" * 32)
+    assert (await post_twilio(client, runtime, api.tenant_id, "twilio/sms", params))[0] == 200
+    _, listing = await api.get("/v1/conversations")
+    conversation = listing["items"][0]["id"]
+    _, reply = await api.post(f"/v1/conversations/{conversation}/replies", {"body": "bye"})
+
+    def row() -> dict[str, Any] | None:
+        with runtime.readdb.read() as tx:
+            rows = deliveries.for_messages(tx, str(api.tenant_id), [reply["message_id"]])
+        return rows.get(reply["message_id"])
+
+    assert await eventually(lambda: asyncio.to_thread(row))  # requested, not yet attempted
+    await asyncio.to_thread(
+        runtime.app.run, lambda uow: runtime.app.terminate_tenant_in(uow, api.tenant_id, 10)
+    )
+    runtime.tickers.start()
+
+    def failed() -> bool:
+        found = row()
+        return bool(
+            found and (found["status"], found["error_code"]) == ("failed", "tenant_inactive")
+        )
+
+    assert await eventually(lambda: asyncio.to_thread(failed))
+    assert clouds.sent("twilio") == []

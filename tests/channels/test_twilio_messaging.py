@@ -135,6 +135,16 @@ async def test_whatsapp_media_and_addresses_thread_to_the_same_contact_as_sms(
     await wait_for_delivery(api, item["id"], reply["message_id"], "sent")
     [sent] = clouds.sent("twilio")
     assert (sent.form["To"], sent.form["From"]) == (f"whatsapp:{number}", f"whatsapp:{SHOP}")
+    status = await _status_callback(
+        client,
+        runtime,
+        api,
+        sent.form["StatusCallback"],
+        MessageSid=sent.answer["sid"],
+        MessageStatus="read",  # WhatsApp reports when the customer has read it
+    )
+    assert status == 204
+    await wait_for_delivery(api, item["id"], reply["message_id"], "read")
 
 
 async def test_stop_start_and_help_record_consent_and_stop_replies(

@@ -205,9 +205,14 @@ async def test_wrong_widget_wrong_origin_and_blocked_visitors_are_refused(
         ("visitor", visitor, "abuse")
     ]
 
-    # Block by IP: everyone from that address is refused; lifting the block lets them in.
+    # Block by IP: whoever is chatting from that address is closed at once, everyone from
+    # it is refused; lifting the block lets them in again.
+    chatting = await connect(client, key)
+    await receive(chatting, "welcome")
     status, ip_block = await api.post("/v1/webchat/blocks", {"ip": "127.0.0.1"})
     assert status == 201
+    closed = await chatting.receive()
+    assert (closed.type, closed.data) == (WSMsgType.CLOSE, 4403)
     refused = await connect(client, key)
     assert (await refused.receive()).data == 4403
     assert (await api.delete(f"/v1/webchat/blocks/{ip_block['block_id']}"))[0] == 204

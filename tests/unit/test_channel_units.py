@@ -14,6 +14,7 @@ from channels.webchat import RateLimiter, client_ip, origin_allowed
 from contact_centre.channel_service import normalise_subject
 from contact_centre.deliveries import MAX_ATTEMPTS, Delivery, DeliveryStatus, backoff
 from contact_centre.privacy import Sealed
+from infra.config import ConfigError, Settings
 
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
@@ -103,3 +104,25 @@ def test_subjects_thread_without_reply_prefixes() -> None:
 def test_html_becomes_readable_text() -> None:
     html = "<p>Hello&nbsp;<b>there</b></p><ul><li>one</li><li>two</li></ul><style>x{}</style>"
     assert html_to_text(html) == "Hello there\n\none\n\ntwo"
+
+
+def test_channel_settings_come_from_cc_environment_variables() -> None:
+    settings = Settings.from_env(
+        {
+            "CC_PUBLIC_BASE_URL": "https://cc.example.com",
+            "CC_SMTP_PORT": "2525",
+            "CC_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.1",
+            "CC_TWILIO_API_BASE": "http://127.0.0.1:9000",
+            "CC_WEBCHAT_MESSAGES_PER_MINUTE": "5",
+        }
+    )
+    assert settings.base_url == "https://cc.example.com"
+    assert (settings.smtp_port, settings.trusted_proxies) == (2525, ("10.0.0.0/8", "192.0.2.1"))
+    assert (settings.twilio_api_base, settings.webchat_messages_per_minute) == (
+        "http://127.0.0.1:9000",
+        5,
+    )
+    assert Settings.from_env({}).smtp_port is None  # no SMTP listener unless asked for
+    for bad in ({"CC_TRUSTED_PROXIES": "the proxy"}, {"CC_SMTP_PORT": "70000"}):
+        with pytest.raises(ConfigError):
+            Settings.from_env(bad)
