@@ -121,6 +121,19 @@ async def test_twilio_refuses_forged_missing_and_cross_tenant_signatures_and_bad
     # The real thing, twice: the retry records nothing new.
     assert (await sms(good)())[0] == 200
     await writes.none(sms(good), 200)
+    call = {
+        "CallSid": "CA" + "f" * 32,
+        "AccountSid": ACCOUNT_SID,
+        "From": unique_phone(),
+        "To": SHOP,
+        "CallStatus": "ringing",
+    }
+
+    def voice() -> Awaitable[tuple[int, Any]]:
+        return post_twilio(client, runtime, api.tenant_id, "twilio/voice", call)
+
+    assert (await voice())[0] == 200
+    await writes.none(voice, 200)  # Twilio retried the incoming-call webhook
 
 
 def _sig_of(runtime: Runtime, api: Api, params: dict[str, str]) -> str:
