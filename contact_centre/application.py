@@ -34,6 +34,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment, EnvType
 
+from contact_centre.channel_service import ChannelCommands
 from contact_centre.clock import Clock, SystemClock
 from contact_centre.compliance import DataSubjectRequest, HoldTarget, LegalHold, RequestKind
 from contact_centre.contacts import Contact
@@ -73,6 +74,7 @@ NS_THREAD = "thread"  # blind(channel, thread key) -> current conversation id
 # Every index key of a tenant's data begins with "<tenant id>:" (see purge_tenant_in).
 NS_CONTACT_CONVERSATION = "contact-conversation"  # "<contact>:<conversation>" -> ""
 NS_HOLD = "hold"  # "<target kind>:<target id>:<hold id>" -> "" while the hold is placed
+NS_SUPPRESSION = "suppression"  # blind(kind, address) -> channels opted out of (P12)
 NS_AGENT_TOKEN = "agent-token"  # noqa: S105  ("<agent>:<token id>" -> token hash)
 
 TENANT_PREFIXED = (
@@ -82,7 +84,15 @@ TENANT_PREFIXED = (
     NS_CONTACT_CONVERSATION,
     NS_HOLD,
     NS_AGENT_TOKEN,
+    NS_SUPPRESSION,
+    # the channels' (contact_centre/channel_service.py), keyed by blind index too
+    "once",
+    "block",
+    "delivery-ref",
+    "email-ref",
+    "email-subject",
 )
+NS_CLAIM = "claim"  # widget keys and mailboxes -> tenant id (released on purge)
 
 TOKEN_PREFIX = "cc_"  # noqa: S105  (a prefix, not a secret)
 
@@ -263,8 +273,8 @@ class UnitOfWork:
                     cache.get(aggregate_id, evict=True)
 
 
-class ContactCentre(Application[UUID]):
-    """The contact-centre application service."""
+class ContactCentre(ChannelCommands, Application[UUID]):
+    """The contact-centre application service (channel use cases: :mod:`channel_service`)."""
 
     name = "contact_centre"
     # The writer owns the cached aggregates and evicts what a failed unit touched, so the
@@ -681,7 +691,31 @@ class ContactCentre(Application[UUID]):
         )
         uow.add(contact)
         uow.index(IndexOp(IndexOpKind.INSERT, NS_IDENTITY, identity_key, str(contact_id)))
+        # An address on the suppression list (P12) keeps its opt-outs, even though the
+        # contact who opted out was erased since.
+        suppressed = uow.lookup(NS_SUPPRESSION, self.suppression_key(tenant_id, identity))
+        for channel in json.loads(suppressed) if suppressed else []:
+            contact.opt_out(channel, "suppression-list", uow.now)
         return contact
+
+    def suppression_key(self, tenant_id: UUID, identity: Identity) -> str:
+        return self._blind(tenant_id, "suppression", identity.kind.value, identity.address)
+
+    def update_suppression(
+        self, uow: UnitOfWork, tenant_id: UUID, identity: Identity, channel: str, opted_out: bool
+    ) -> None:
+        """Keep the suppression entry of an address: a keyed hash of it and the channels
+        it opted out of, nothing else; it outlives the contact's erasure (P12)."""
+        key = self.suppression_key(tenant_id, identity)
+        current = uow.lookup(NS_SUPPRESSION, key)
+        channels = set(json.loads(current)) if current else set()
+        channels = channels | {channel} if opted_out else channels - {channel}
+        if channels:
+            uow.index(
+                IndexOp(IndexOpKind.UPSERT, NS_SUPPRESSION, key, json.dumps(sorted(channels)))
+            )
+        elif current is not None:
+            uow.index(IndexOp(IndexOpKind.DELETE, NS_SUPPRESSION, key))
 
     def _find_or_open_conversation(
         self, uow: UnitOfWork, interaction: Interaction, plan: ReceivePlan, contact_id: UUID
@@ -1230,6 +1264,9 @@ class ContactCentre(Application[UUID]):
         for token_hash, value in self.index.scan_prefix(NS_TOKEN, ""):
             if json.loads(value)["tenant_id"] == str(tenant_id):
                 uow.index(IndexOp(IndexOpKind.DELETE, NS_TOKEN, token_hash))
+        for claim, owner in self.index.scan_prefix(NS_CLAIM, ""):
+            if owner == str(tenant_id):
+                uow.index(IndexOp(IndexOpKind.DELETE, NS_CLAIM, claim))
 
 
 @dataclass

@@ -43,6 +43,10 @@ class Contact(TenantAggregate):
         self.erased = False
         self.notice_delete_after: datetime | None = None
 
+        # Channels the contact opted out of (STOP). Consent carries no personal data, so it
+        # outlives the erasure of everything else about the contact (P12).
+        self.opted_out: set[str] = set()
+
     def _require_not_erased(self) -> None:
         if self.erased:
             raise ConflictError("this contact's data has been erased")
@@ -92,6 +96,40 @@ class Contact(TenantAggregate):
     @event(DetailsCorrected)
     def _details_corrected(self, display_name: Sealed | None, source: str, at: datetime) -> None:
         self.display_name = display_name
+
+    class OptedOut(TenantAggregate.Event):
+        """The contact asked not to be messaged on ``channel`` (e.g. SMS ``STOP``)."""
+
+        channel: str
+        keyword: str
+        at: datetime
+
+    class OptedIn(TenantAggregate.Event):
+        """The contact asked to be messaged on ``channel`` again (e.g. SMS ``START``)."""
+
+        channel: str
+        keyword: str
+        at: datetime
+
+    def opt_out(self, channel: str, keyword: str, at: datetime) -> bool:
+        if channel in self.opted_out:
+            return False
+        self._opted_out(channel=channel, keyword=keyword, at=at)
+        return True
+
+    def opt_in(self, channel: str, keyword: str, at: datetime) -> bool:
+        if channel not in self.opted_out:
+            return False
+        self._opted_in(channel=channel, keyword=keyword, at=at)
+        return True
+
+    @event(OptedOut)
+    def _opted_out(self, channel: str, keyword: str, at: datetime) -> None:
+        self.opted_out.add(channel)
+
+    @event(OptedIn)
+    def _opted_in(self, channel: str, keyword: str, at: datetime) -> None:
+        self.opted_out.discard(channel)
 
     class Tagged(TenantAggregate.Event):
         added: list[str]

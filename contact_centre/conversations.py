@@ -91,6 +91,10 @@ class Conversation(TenantAggregate):
         self.priority = 0
         self.waiting_since: datetime | None = None  # set while queued and unanswered
         self.content_erased = False
+        # What a reply needs to find its way back: the provider and the sealed content
+        # (sender, recipient, provider message id, subject) of the latest inbound message.
+        self.last_inbound_provider: str | None = None
+        self.last_inbound_content: Sealed | None = None
 
     @classmethod
     def open(
@@ -162,6 +166,8 @@ class Conversation(TenantAggregate):
     ) -> None:
         self.message_count += 1
         self.last_activity_at = max(self.last_activity_at, occurred_at)
+        self.last_inbound_provider = provider
+        self.last_inbound_content = content
 
     class MessageSent(TenantAggregate.Event):
         message_id: UUID
@@ -334,3 +340,77 @@ class Conversation(TenantAggregate):
     @event(ContentErased)
     def _content_erased(self, reason: str, request_id: UUID | None, at: datetime) -> None:
         self.content_erased = True
+
+    # -- calls (voice) ----------------------------------------------------------------
+    class CallStatusChanged(TenantAggregate.Event):
+        """A call of this conversation moved on (ringing, answered, completed, no-answer,
+        busy, failed, canceled). ``call_ref`` is the message id of the call's inbound
+        message; durations are seconds, known once the call ended."""
+
+        call_ref: UUID
+        status: str
+        duration_seconds: int | None
+        at: datetime
+
+    def record_call_status(
+        self, call_ref: UUID, status: str, duration_seconds: int | None, at: datetime
+    ) -> None:
+        self._call_status_changed(
+            call_ref=call_ref, status=status, duration_seconds=duration_seconds, at=at
+        )
+
+    @event(CallStatusChanged)
+    def _call_status_changed(
+        self, call_ref: UUID, status: str, duration_seconds: int | None, at: datetime
+    ) -> None:
+        pass
+
+    class RecordingAttached(TenantAggregate.Event):
+        """A call's recording: ``recording`` is the sealed JSON {"sid", "url"}."""
+
+        call_ref: UUID
+        recording: Sealed
+        duration_seconds: int | None
+        at: datetime
+
+    def attach_recording(
+        self, call_ref: UUID, recording: Sealed, duration_seconds: int | None, at: datetime
+    ) -> None:
+        self._recording_attached(
+            call_ref=call_ref, recording=recording, duration_seconds=duration_seconds, at=at
+        )
+
+    @event(RecordingAttached)
+    def _recording_attached(
+        self, call_ref: UUID, recording: Sealed, duration_seconds: int | None, at: datetime
+    ) -> None:
+        self.last_activity_at = max(self.last_activity_at, at)
+
+    class TranscriptAttached(TenantAggregate.Event):
+        """The sealed text of a call recording's transcription."""
+
+        call_ref: UUID
+        transcript: Sealed
+        at: datetime
+
+    def attach_transcript(self, call_ref: UUID, transcript: Sealed, at: datetime) -> None:
+        self._transcript_attached(call_ref=call_ref, transcript=transcript, at=at)
+
+    @event(TranscriptAttached)
+    def _transcript_attached(self, call_ref: UUID, transcript: Sealed, at: datetime) -> None:
+        self.last_activity_at = max(self.last_activity_at, at)
+
+    # -- webchat ----------------------------------------------------------------------
+    class VisitorNetworkCaptured(TenantAggregate.Event):
+        """A webchat visitor's IP address and cookie, sealed together as JSON under the
+        conversation's visitor-network scope (admins only; used to block abuse)."""
+
+        network: Sealed
+        at: datetime
+
+    def capture_visitor_network(self, network: Sealed, at: datetime) -> None:
+        self._visitor_network_captured(network=network, at=at)
+
+    @event(VisitorNetworkCaptured)
+    def _visitor_network_captured(self, network: Sealed, at: datetime) -> None:
+        pass

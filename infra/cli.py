@@ -25,6 +25,15 @@ configuration (environment variables):
   CC_PUBLIC_BASE_URL    externally visible base URL (behind a proxy)
   CC_MAX_BODY_BYTES     largest accepted request body (default 1048576)
   CC_LOG_LEVEL          DEBUG, INFO (default), WARNING
+  CC_SMTP_PORT          port of the inbound SMTP listener (default: not started)
+  CC_SMTP_HOST          address it binds (default 127.0.0.1)
+  CC_SMTP_MAX_BYTES     largest accepted email (default 10485760)
+  CC_TRUSTED_PROXIES    comma-separated CIDRs whose X-Forwarded-For is believed (webchat)
+  CC_TWILIO_API_BASE, CC_SLACK_API_BASE, CC_META_GRAPH_BASE
+                        provider API base URLs (default: the providers' own)
+  CC_PROVIDER_TIMEOUT_S timeout of calls to provider APIs (default 10)
+  CC_WEBCHAT_CONNECTS_PER_MINUTE, CC_WEBCHAT_MESSAGES_PER_MINUTE
+                        per-IP webchat limits (default 30 and 60)
 """
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,27 @@ def _master_key(raw: str | None) -> bytes | None:
     return key
 
 
+def _optional_port(env: Mapping[str, str], name: str) -> int | None:
+    if not env.get(name):
+        return None
+    port = _int(env, name, 0, minimum=1)
+    if port > 65535:
+        raise ConfigError(f"{name} must be a TCP port (1-65535)")
+    return port
+
+
+def _networks(raw: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in raw.split(",") if item.strip())
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"CC_TRUSTED_PROXIES: {item!r} is not an IP address or CIDR"
+            ) from None
+    return items
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about one contact-centre process."""
@@ -55,6 +77,17 @@ class Settings:
     log_level: str = "INFO"
     projection_wait_ms: int = 2_000
     retention_interval_seconds: int = 3_600  # 0: no scheduled sweep inside serve
+    # -- channel adapters --
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int | None = None  # the inbound SMTP listener; None: not started
+    smtp_max_bytes: int = 10_485_760
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed
+    twilio_api_base: str | None = None  # None: https://api.twilio.com
+    slack_api_base: str | None = None  # None: https://slack.com/api/
+    meta_graph_base: str = "https://graph.facebook.com/v21.0"
+    provider_timeout_s: int = 10
+    webchat_connects_per_minute: int = 30  # per visitor IP
+    webchat_messages_per_minute: int = 60  # per visitor IP
 
     @property
     def is_scaled(self) -> bool:
@@ -86,6 +119,16 @@ class Settings:
             log_level=(env.get("CC_LOG_LEVEL") or "INFO").upper(),
             projection_wait_ms=_int(env, "CC_PROJECTION_WAIT_MS", 2_000),
             retention_interval_seconds=_int(env, "CC_RETENTION_INTERVAL_SECONDS", 3_600),
+            smtp_host=env.get("CC_SMTP_HOST") or "127.0.0.1",
+            smtp_port=_optional_port(env, "CC_SMTP_PORT"),
+            smtp_max_bytes=_int(env, "CC_SMTP_MAX_BYTES", 10_485_760, minimum=1024),
+            trusted_proxies=_networks(env.get("CC_TRUSTED_PROXIES") or ""),
+            twilio_api_base=env.get("CC_TWILIO_API_BASE") or None,
+            slack_api_base=env.get("CC_SLACK_API_BASE") or None,
+            meta_graph_base=env.get("CC_META_GRAPH_BASE") or "https://graph.facebook.com/v21.0",
+            provider_timeout_s=_int(env, "CC_PROVIDER_TIMEOUT_S", 10, minimum=1),
+            webchat_connects_per_minute=_int(env, "CC_WEBCHAT_CONNECTS_PER_MINUTE", 30, minimum=1),
+            webchat_messages_per_minute=_int(env, "CC_WEBCHAT_MESSAGES_PER_MINUTE", 60, minimum=1),
         )
 
 

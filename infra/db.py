@@ -165,7 +165,10 @@ class _PgTx:
         return self._cur
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._fresh_cursor().execute(to_pg(sql), params, prepare=True)
+        # Prepared statements pay off for the repeated DML of projections; preparing DDL
+        # only invites stale plans once tables are dropped and made again.
+        prepare = not sql.lstrip()[:6].upper().startswith(("CREATE", "DROP", "ALTER"))
+        self._fresh_cursor().execute(to_pg(sql), params, prepare=prepare)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self._fresh_cursor().executemany(to_pg(sql), rows)

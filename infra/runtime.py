@@ -24,6 +24,7 @@ from contact_centre.application import ContactCentre
 from contact_centre.clock import Clock, SystemClock
 from contact_centre.privacy import Sealer
 from infra.audit import AuditLog
+from infra.channels import ChannelServices, install_channels
 from infra.config import ConfigError, Settings
 from infra.db import Database, PostgresDatabase, SQLiteDatabase
 from infra.feed import Consumer, InProcessFeed, PolicyConsumer, ProjectionConsumer
@@ -38,7 +39,10 @@ from infra.store import (
 from infra.vault import KeyVault
 from infra.writer import Writer
 from projections.base import Projection
+from projections.channel_activity import ChannelActivityProjection
+from projections.channel_settings import ChannelSettingsProjection
 from projections.crm import CrmProjection
+from projections.deliveries import DeliveriesProjection
 from projections.directory import DirectoryProjection
 from projections.inbox import InboxProjection
 from projections.metrics import MetricsProjection
@@ -63,6 +67,9 @@ def all_projections(sealer: Sealer) -> list[Projection]:
         QueueStateProjection(),
         MetricsProjection(),
         RetentionLedgerProjection(),
+        ChannelSettingsProjection(),
+        DeliveriesProjection(),
+        ChannelActivityProjection(),
     ]
 
 
@@ -113,6 +120,7 @@ class Runtime:
     privacy: PrivacyService
     policies: list[PolicyConsumer] = field(default_factory=list)
     tickers: TickerRunner | None = None
+    channels: ChannelServices | None = None
     _closers: list[Any] = field(default_factory=list)
     started: bool = False
 
@@ -267,6 +275,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     runtime.add_policy(DefaultPlacement(QueueFinder(readdb.read)))
     if settings.retention_interval_seconds > 0:
         runtime.add_ticker(RetentionTicker(privacy, settings.retention_interval_seconds))
+    runtime.channels = install_channels(runtime)
     return runtime
 
 

@@ -23,6 +23,7 @@ class TickerRunner:
     def start(self) -> None:
         self._stop.clear()
         for ticker in self.tickers:
+            self._wake.setdefault(ticker.name, threading.Event())  # added after construction
             thread = threading.Thread(
                 target=self._run, args=(ticker,), name=f"ticker-{ticker.name}", daemon=True
             )

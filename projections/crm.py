@@ -37,7 +37,7 @@ def prefixes(word: str) -> list[str]:
 
 class CrmProjection(Projection):
     name = "crm"
-    version = 2
+    version = 3
     tables = ("rm_crm_contacts", "rm_crm_search", "rm_crm_conversations")
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_crm_contacts ("
@@ -173,6 +173,22 @@ class CrmProjection(Projection):
         tx.execute(
             "UPDATE rm_crm_contacts SET notice_delete_after = ? WHERE id = ?",
             (micros(e.delete_after), str(e.originator_id)),
+        )
+
+    @handles(Contact.OptedOut, Contact.OptedIn)
+    def _consent(self, tx: Tx, e: Any, position: int) -> None:
+        contact_id = str(e.originator_id)
+        current = self._row(tx, contact_id, "opted_out")
+        if current is None:
+            return
+        channels = set(loads(current))
+        if isinstance(e, Contact.OptedOut):
+            channels.add(e.channel)
+        else:
+            channels.discard(e.channel)
+        tx.execute(
+            "UPDATE rm_crm_contacts SET opted_out = ?, updated_at = ? WHERE id = ?",
+            (dumps(sorted(channels)), micros(e.at), contact_id),
         )
 
     @handles(Contact.Erased)

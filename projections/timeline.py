@@ -13,7 +13,7 @@ from projections.base import Projection, Tx, dumps, handles, micros, sealed_text
 
 class TimelineProjection(Projection):
     name = "timeline"
-    version = 2
+    version = 3
     tables = ("rm_timeline", "rm_timeline_conversations")
     ddl = (
         # content: sealed (message content or note/reply body); detail: non-personal JSON
@@ -141,6 +141,41 @@ class TimelineProjection(Projection):
     @handles(Conversation.Abandoned)
     def _abandoned(self, tx: Tx, e: Conversation.Abandoned, position: int) -> None:
         self._entry(tx, e, position, "abandoned", detail={"reason": e.reason})
+
+    @handles(Conversation.CallStatusChanged)
+    def _call(self, tx: Tx, e: Conversation.CallStatusChanged, position: int) -> None:
+        self._entry(
+            tx,
+            e,
+            position,
+            "call",
+            detail={
+                "call": str(e.call_ref),
+                "status": e.status,
+                "duration_seconds": e.duration_seconds,
+            },
+        )
+
+    @handles(Conversation.RecordingAttached)
+    def _recording(self, tx: Tx, e: Conversation.RecordingAttached, position: int) -> None:
+        self._entry(
+            tx,
+            e,
+            position,
+            "recording",
+            detail={"call": str(e.call_ref), "duration_seconds": e.duration_seconds},
+        )
+
+    @handles(Conversation.TranscriptAttached)
+    def _transcript(self, tx: Tx, e: Conversation.TranscriptAttached, position: int) -> None:
+        self._entry(
+            tx,
+            e,
+            position,
+            "transcript",
+            content=sealed_text(e.transcript),
+            detail={"call": str(e.call_ref)},
+        )
 
     @handles(Conversation.ContentErased)
     def _content_erased(self, tx: Tx, e: Conversation.ContentErased, position: int) -> None:

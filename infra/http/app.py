@@ -11,10 +11,12 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
 from infra.http.auth import Authenticator
+from infra.http.channel_routes import setup_channel_routes
 from infra.http.errors import error_middleware
 from infra.http.keys import AUTH, RUNTIME
 from infra.http.routes import setup_routes
 from infra.runtime import Runtime
+from infra.smtp import SmtpListener
 
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
@@ -39,11 +41,17 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> web.Applicat
     app[RUNTIME] = runtime
     app[AUTH] = Authenticator(runtime.app)
     setup_routes(app)
+    setup_channel_routes(app)
     if manage_runtime:
 
         async def lifecycle(app: web.Application) -> AsyncIterator[None]:
             await asyncio.to_thread(runtime.start)
+            smtp = SmtpListener(runtime) if runtime.settings.smtp_port is not None else None
+            if smtp is not None:
+                await asyncio.to_thread(smtp.start)
             yield
+            if smtp is not None:
+                await asyncio.to_thread(smtp.stop)
             await asyncio.to_thread(runtime.stop)
 
         app.cleanup_ctx.append(lifecycle)

@@ -23,6 +23,7 @@ from infra.http.auth import (
     authenticate,
     require_role,
 )
+from infra.http.channel_views import enrich_conversation
 from infra.http.crm_routes import setup_crm_routes
 from infra.http.errors import ApiError
 from infra.http.keys import AUTH, RUNTIME
@@ -281,6 +282,8 @@ async def get_conversation(request: web.Request) -> web.Response:
         body = render_conversation(row, rt.vault, detail=True)
         body["messages"] = [render_message(e, rt.vault) for e in entries if e["kind"] == "message"]
         body["notes"] = [render_note(e, rt.vault) for e in entries if e["kind"] == "note"]
+        with rt.readdb.read() as tx:
+            enrich_conversation(rt, tx, principal, body)
         return body
 
     body = await asyncio.to_thread(query)

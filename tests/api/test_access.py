@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import pytest
@@ -11,6 +12,21 @@ from infra.runtime import Runtime
 from tests.helpers import Api, interaction, settle
 
 OPEN_ROUTES = {("GET", "/health"), ("GET", "/ready")}
+# Provider webhooks and the visitor socket take no bearer token: they are authenticated by
+# the provider's signature (or the widget key and origin), and tests/channels proves that
+# forged, stale and cross-tenant requests are refused and write nothing.
+SIGNED_ROUTES = {
+    ("POST", "/v1/channels/{tenant_id}/twilio/voice"),
+    ("POST", "/v1/channels/{tenant_id}/twilio/voice/status"),
+    ("POST", "/v1/channels/{tenant_id}/twilio/voice/recording"),
+    ("POST", "/v1/channels/{tenant_id}/twilio/voice/transcription"),
+    ("POST", "/v1/channels/{tenant_id}/twilio/sms"),
+    ("POST", "/v1/channels/{tenant_id}/twilio/sms/status"),
+    ("POST", "/v1/channels/{tenant_id}/slack/events"),
+    ("GET", "/v1/channels/{tenant_id}/meta/webhook"),
+    ("POST", "/v1/channels/{tenant_id}/meta/webhook"),
+    ("GET", "/v1/webchat/{widget_key}/ws"),
+}
 
 
 async def test_health_and_ready_need_no_token(client: TestClient[Any, Any]) -> None:
@@ -29,6 +45,9 @@ async def test_health_and_ready_need_no_token(client: TestClient[Any, Any]) -> N
             "queues",
             "metrics",
             "retention",
+            "channel_settings",
+            "deliveries",
+            "channel_activity",
         }
 
 
@@ -79,7 +98,17 @@ ROLE_MATRIX = [
     ("POST", "/v1/queues", {"name": "Billing"}, {"admin"}),
     ("GET", "/v1/queues", None, {"admin", "supervisor"}),
     ("GET", "/v1/tenant", None, {"admin", "supervisor", "agent", "integration"}),
+    ("PUT", "/v1/channel-settings/webchat", lambda: webchat_settings(), {"admin"}),
+    ("GET", "/v1/channel-settings/webchat", None, {"admin"}),
+    ("POST", "/v1/webchat/blocks", {"ip": "203.0.113.9", "reason": "spam"}, {"admin"}),
+    ("GET", "/v1/webchat/blocks", None, {"admin"}),
 ]
+# Matrix paths that stand for a templated route.
+TEMPLATED = {"/v1/channel-settings/webchat": "/v1/channel-settings/{provider}"}
+
+
+def webchat_settings() -> dict[str, Any]:
+    return {"widget_key": secrets.token_urlsafe(24), "allowed_origins": ["https://shop.example"]}
 
 
 async def test_each_role_reaches_exactly_its_endpoints(api: Api) -> None:
@@ -139,6 +168,10 @@ def cross_tenant_calls(ids: dict[str, str]) -> list[tuple[str, str, Any]]:
         ("POST", f"/v1/contacts/{ids['contact_id']}/restriction", {}),
         ("DELETE", f"/v1/contacts/{ids['contact_id']}/restriction", None),
         ("DELETE", f"/v1/agents/{ids['agent_id']}", None),
+        ("POST", f"/v1/conversations/{c}/typing", {"typing": True}),
+        ("DELETE", f"/v1/webchat/blocks/{ids['block_id']}", None),
+        ("GET", f"/v1/channel-settings/{ids['provider']}", None),
+        ("POST", f"/v1/channels/{ids['tenant_id']}/email/raw", None),
     ]
 
 
@@ -200,6 +233,14 @@ async def test_no_request_reaches_another_tenants_data(
     _, req = await api.post("/v1/requests", {"kind": "access", "contact_id": ids["contact_id"]})
     ids["request_id"] = req["request_id"]
     await api.get(f"/v1/conversations/{ids['conversation_id']}")  # an audit entry for A
+    _, block = await api.post("/v1/webchat/blocks", {"visitor_id": "v_AAAAAAAAAAAAAAAAAAAA"})
+    ids["block_id"] = block["block_id"]
+    status, _ = await api.call(
+        "PUT", "/v1/channel-settings/email", json={"addresses": ["a@a.example"]}
+    )
+    assert status == 200
+    ids["provider"] = "email"
+    ids["tenant_id"] = str(api.tenant_id)
     await settle(runtime)
 
     other = await Api.for_new_tenant(client, runtime, "Tenant B")
@@ -243,15 +284,17 @@ async def test_the_isolation_test_covers_every_route(client: TestClient[Any, Any
         "hold_id": "{hold_id}",
         "request_id": "{request_id}",
         "phone": "",
+        "block_id": "{block_id}",
+        "provider": "{provider}",
+        "tenant_id": "{tenant_id}",
     }
     covered |= {(m, p) for m, p, _ in cross_tenant_calls(fake)}
     covered |= {("GET", p) for p in LISTINGS}
     covered |= {("POST", p) for p, _ in SEARCHES}
-
-    covered |= {(m, p) for m, p, _, _ in ROLE_MATRIX}
+    covered |= {(m, TEMPLATED.get(p, p)) for m, p, _, _ in ROLE_MATRIX}
     routes = {
         (route.method, route.resource.canonical)
         for route in client.app.router.routes()
         if route.method != "HEAD" and route.resource is not None
     }
-    assert routes - covered - OPEN_ROUTES - OWN_TENANT_ONLY == set()
+    assert routes - covered - OPEN_ROUTES - OWN_TENANT_ONLY - SIGNED_ROUTES == set()
