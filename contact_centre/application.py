@@ -1097,8 +1097,9 @@ class ContactCentre(ChannelCommands, Application[UUID]):
         with_conversations: bool = True,
     ) -> ErasureOutcome:
         """Erase a contact and (by default) all its conversations, except what a legal hold
-        covers. Retention of an inactive contact erases its identity data only: its
-        conversations follow their own category's period.
+        covers; while any of its conversations is held, the contact itself is kept too.
+        Retention of an inactive contact erases its identity data only: its conversations
+        follow their own category's period.
 
         Records the erasure events and removes the contact's blind-index entries; the
         caller then destroys the returned scopes' keys. A marketing suppression entry, kept
@@ -1118,6 +1119,11 @@ class ContactCentre(ChannelCommands, Application[UUID]):
             outcome.merge(
                 self.erase_conversation_in(uow, tenant_id, conversation_id, reason, request_id)
             )
+        if any(s["status"] == "held" for s in outcome.subjects):
+            # A held conversation keeps its party: the contact stays until the hold is
+            # released and the erasure is asked for again (P11).
+            outcome.note("contact", contact_id, "held")
+            return outcome
         for kind, sealed in contact.identities:
             address = self._open_text(sealed)
             if address is None:

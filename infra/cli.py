@@ -10,10 +10,16 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
+from uuid import UUID
 
+from contact_centre.clock import Clock, ManualClock
+from contact_centre.errors import DomainError
 from infra.config import ConfigError, Settings
 from infra.runtime import build
+from projections import retention as ledger
+from projections.base import from_micros
 
 EPILOG = """\
 configuration (environment variables):
@@ -134,6 +140,120 @@ def cmd_tenant_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tenant_arg(raw: str) -> UUID:
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise ConfigError(f"{raw!r} is not a tenant id") from None
+
+
+def _clock(args: argparse.Namespace) -> Clock | None:
+    """``--at``: run as if it were that moment (dry runs ahead of time, tests)."""
+    if not getattr(args, "at", None):
+        return None
+    text = args.at.replace("Z", "+00:00")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--at {args.at!r} is not an ISO 8601 date-time") from None
+    if moment.tzinfo is None:
+        raise ConfigError("--at needs a time zone (e.g. Z)")
+    return ManualClock(moment)
+
+
+def cmd_tenant_lifecycle(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    runtime = build(settings, clock=_clock(args))
+    tenant_id = _tenant_arg(args.tenant_id)
+    try:
+        app = runtime.app
+        if args.tenant_command == "terminate":
+            app.run(lambda uow: app.terminate_tenant_in(uow, tenant_id, args.grace_days))
+        elif args.tenant_command == "reactivate":
+            app.run(lambda uow: app.reactivate_tenant_in(uow, tenant_id))
+        runtime.catch_up()
+        with runtime.readdb.read() as tx:
+            state = ledger.tenant_state(tx, str(tenant_id))
+    except DomainError as error:
+        print(f"contact-centre: {error.detail}", file=sys.stderr)
+        return 1
+    finally:
+        runtime.close()
+    if state is None:
+        print(f"contact-centre: no tenant {tenant_id}", file=sys.stderr)
+        return 1
+    if args.tenant_command == "certificate":
+        if state["certificate"] is None:
+            print("contact-centre: the tenant has not been purged", file=sys.stderr)
+            return 1
+        print(state["certificate"])
+        return 0
+    print(
+        json.dumps(
+            {
+                "tenant_id": str(tenant_id),
+                "status": state["status"],
+                "purge_after": _iso_micros(state["purge_after"]),
+            }
+        )
+    )
+    return 0
+
+
+def _iso_micros(value: int | None) -> str | None:
+    return None if value is None else from_micros(value).isoformat()
+
+
+def cmd_retention_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    runtime = build(settings, clock=_clock(args))
+    try:
+        runtime.catch_up()
+        tenant = _tenant_arg(args.tenant) if args.tenant else None
+        now = runtime.clock.now()
+        bar = ProgressBar("erasing", 1, enabled=not args.quiet and not args.dry_run)
+        done = [0]
+
+        def progress(count: int) -> None:
+            done[0] += count
+            bar.total = max(bar.total, done[0])
+            bar.show(done[0])
+
+        report = runtime.privacy.sweep(now, tenant=tenant, dry_run=args.dry_run, progress=progress)
+        if not args.dry_run:
+            report.keys_destroyed += runtime.privacy.finish_interrupted(tenant)
+        bar.done()
+        runtime.catch_up()
+    finally:
+        runtime.close()
+    summary = report.summary()
+    if args.dry_run:
+        summary["would"] = [vars(action) for action in report.actions]
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    runtime = build(settings)
+    try:
+        results = runtime.audit.verify(_tenant_arg(args.tenant) if args.tenant else None)
+    finally:
+        runtime.close()
+    broken = [r for r in results if not r.ok]
+    print(
+        json.dumps(
+            {
+                "ok": not broken,
+                "tenants": len(results),
+                "entries": sum(r.entries for r in results),
+                "broken": [{"tenant_id": r.tenant_id, "at_seq": r.broken_at} for r in broken],
+            }
+        )
+    )
+    return 1 if broken else 0
+
+
 def cmd_projections_rebuild(args: argparse.Namespace) -> int:
     settings = _settings(args)
     runtime = build(settings)
@@ -222,6 +342,48 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--region", default="eu", help="data region recorded for the tenant")
     create.add_argument("--data-dir")
     create.set_defaults(handler=cmd_tenant_create)
+    terminate = tenant_commands.add_parser(
+        "terminate",
+        help="terminate a tenant: service stops; its data is purged when the grace ends",
+    )
+    terminate.add_argument("tenant_id")
+    terminate.add_argument(
+        "--grace-days", type=int, default=0, help="0-30 days to reactivate before the purge"
+    )
+    reactivate = tenant_commands.add_parser("reactivate", help="reactivate within the grace")
+    reactivate.add_argument("tenant_id")
+    certificate = tenant_commands.add_parser(
+        "certificate", help="print a purged tenant's deletion certificate (no personal data)"
+    )
+    certificate.add_argument("tenant_id")
+    for sub in (terminate, reactivate, certificate):
+        sub.add_argument("--data-dir")
+        sub.set_defaults(handler=cmd_tenant_lifecycle)
+
+    retention = commands.add_parser("retention", help="retention of personal data")
+    retention_commands = retention.add_subparsers(
+        dest="retention_command", required=True, metavar="ACTION"
+    )
+    run = retention_commands.add_parser(
+        "run",
+        help="expire what is due under each tenant's retention policy (held data is kept); "
+        "prints a summary",
+    )
+    run.add_argument("--dry-run", action="store_true", help="list what would go and why")
+    run.add_argument("--tenant", help="only this tenant id")
+    run.add_argument("--at", help="run as of this ISO 8601 moment (default: now)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--data-dir")
+    run.set_defaults(handler=cmd_retention_run)
+
+    audit = commands.add_parser("audit", help="the audit log of personal-data reads")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_commands.add_parser(
+        "verify", help="recompute every tenant's hash chain; exit 1 if any entry was altered"
+    )
+    verify.add_argument("--tenant", help="only this tenant id")
+    verify.add_argument("--data-dir")
+    verify.set_defaults(handler=cmd_audit_verify)
 
     projections = commands.add_parser("projections", help="manage read models")
     projection_commands = projections.add_subparsers(

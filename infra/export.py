@@ -9,8 +9,9 @@ from uuid import UUID
 
 from contact_centre.privacy import Sealer
 from infra.db import Tx
-from infra.http.views import iso, render_crm_contact, render_message, render_note
-from projections import crm, inbox
+from infra.http.channel_views import render_calls, render_delivery, render_network
+from infra.http.views import Opener, iso, render_crm_contact, render_message, render_note
+from projections import channel_activity, crm, deliveries, inbox
 from projections import retention as ledger
 from projections.base import loads
 
@@ -21,18 +22,29 @@ def _conversations(tx: Tx, sealer: Sealer, tenant: str, contact_id: str) -> list
     rows = inbox.list_conversations(tx, tenant, contact_id=contact_id, limit=100_000)
     conversations = []
     for row in sorted(rows, key=lambda r: (r["opened_at"], r["id"])):
-        entries = inbox.list_messages(tx, tenant, str(row["id"]))
-        conversations.append(
-            {
-                "id": row["id"],
-                "channel": row["channel"],
-                "status": row["status"],
-                "opened_at": iso(row["opened_at"]),
-                "updated_at": iso(row["updated_at"]),
-                "messages": [render_message(e, sealer) for e in entries if e["kind"] == "message"],
-                "notes": [render_note(e, sealer) for e in entries if e["kind"] == "note"],
-            }
-        )
+        conversation_id = str(row["id"])
+        entries = inbox.list_messages(tx, tenant, conversation_id)
+        body: dict[str, Any] = {
+            "id": row["id"],
+            "channel": row["channel"],
+            "status": row["status"],
+            "opened_at": iso(row["opened_at"]),
+            "updated_at": iso(row["updated_at"]),
+            "messages": [render_message(e, sealer) for e in entries if e["kind"] == "message"],
+            "notes": [render_note(e, sealer) for e in entries if e["kind"] == "note"],
+        }
+        outbound = [m["id"] for m in body["messages"] if m["direction"] == "outbound"]
+        delivered = deliveries.for_messages(tx, tenant, outbound)
+        for message in body["messages"]:
+            if message["direction"] == "outbound":
+                message["delivery"] = render_delivery(delivered.get(message["id"]))
+        if row["channel"] == "voice":
+            calls = channel_activity.call_events(tx, tenant, conversation_id)
+            body["calls"] = render_calls(calls, Opener(sealer))
+        if row["channel"] == "webchat":
+            networks = channel_activity.visitor_networks(tx, tenant, conversation_id)
+            body["visitor_network"] = render_network(networks[-1], sealer) if networks else None
+        conversations.append(body)
     return conversations
 
 

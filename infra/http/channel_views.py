@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from contact_centre.application import Principal
+from contact_centre.privacy import Sealer
 from contact_centre.tenancy import Role
 from infra.db import Tx
 from infra.http.views import Opener, iso
@@ -84,11 +85,11 @@ def enrich_conversation(rt: Runtime, tx: Tx, principal: Principal, body: dict[st
         body["visitor_typing"] = bool(hub and hub.is_visitor_typing(UUID(conversation_id)))
         if principal.role is Role.ADMIN:  # P4: the visitor's IP is for admins only
             networks = channel_activity.visitor_networks(tx, tenant, conversation_id)
-            body["visitor_network"] = _network(networks[-1], rt) if networks else None
+            body["visitor_network"] = render_network(networks[-1], rt.vault) if networks else None
 
 
-def _network(row: dict[str, Any], rt: Runtime) -> dict[str, Any]:
-    opener = Opener(rt.vault)
+def render_network(row: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
+    opener = Opener(sealer)
     text = opener.text(row["network"])
     doc = json.loads(text) if text else {"ip": None, "visitor_id": None}
     shown: dict[str, Any] = {
