@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from infra.config import ConfigError, Settings
+from infra.kafka.commands import add_commands as add_worker_commands
 from infra.runtime import build
 
 EPILOG = """\
@@ -24,6 +25,15 @@ configuration (environment variables):
   CC_PUBLIC_BASE_URL    externally visible base URL (behind a proxy)
   CC_MAX_BODY_BYTES     largest accepted request body (default 1048576)
   CC_LOG_LEVEL          DEBUG, INFO (default), WARNING
+  CC_PROJECTION_WAIT_MS how long a write waits for read models to show it (default 2000)
+
+scaled mode (with CC_DATABASE_URL; see docs/scaled.md):
+  CC_KAFKA_BOOTSTRAP    host:port[,host:port] of Kafka; serve then runs no projections and
+                        `worker relay|projections|workflows` carry the events
+  CC_KAFKA_TOPIC_PREFIX topic and consumer-group prefix (default contact-centre)
+  CC_KAFKA_PARTITIONS   partitions of {prefix}.events when the relay creates it (default 12)
+  CC_KAFKA_REPLICATION_FACTOR  its replication factor (default 1)
+  CC_KAFKA_SESSION_TIMEOUT_MS  how soon a silent worker's partitions move on (default 10000)
 """
 
 
@@ -57,6 +67,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def announce(base: str) -> None:
         mode = "PostgreSQL" if settings.is_scaled else f"SQLite in {settings.data_dir}"
+        if settings.uses_kafka:
+            mode += ", projections in Kafka workers"
         print(f"contact-centre serving on {base} ({mode}); Ctrl-C to stop", file=sys.stderr)
 
     try:
@@ -159,6 +171,8 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--region", default="eu", help="data region recorded for the tenant")
     create.add_argument("--data-dir")
     create.set_defaults(handler=cmd_tenant_create)
+
+    add_worker_commands(commands)
     return root
 
 

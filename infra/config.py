@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+_TOPIC_PREFIX = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
 
 class ConfigError(Exception):
@@ -54,10 +57,21 @@ class Settings:
     writer_queue: int = 20_000
     log_level: str = "INFO"
     projection_wait_ms: int = 2_000
+    # Scaled mode: Kafka as the event bus (needs PostgreSQL). See docs/scaled.md.
+    kafka_bootstrap: str | None = None
+    kafka_topic_prefix: str = "contact-centre"
+    kafka_partitions: int = 12
+    kafka_replication_factor: int = 1
+    kafka_session_timeout_ms: int = 10_000
 
     @property
     def is_scaled(self) -> bool:
         return bool(self.database_url)
+
+    @property
+    def uses_kafka(self) -> bool:
+        """Projections and workflows run in Kafka workers, not in this process."""
+        return bool(self.kafka_bootstrap)
 
     @property
     def base_url(self) -> str:
@@ -72,6 +86,12 @@ class Settings:
         url = env.get("CC_DATABASE_URL") or None
         if url and not url.startswith(("postgresql://", "postgres://")):
             raise ConfigError("CC_DATABASE_URL must be a postgresql:// URL")
+        bootstrap = env.get("CC_KAFKA_BOOTSTRAP") or None
+        if bootstrap and not url:
+            raise ConfigError("CC_KAFKA_BOOTSTRAP needs CC_DATABASE_URL (scaled mode)")
+        prefix = env.get("CC_KAFKA_TOPIC_PREFIX") or "contact-centre"
+        if not _TOPIC_PREFIX.fullmatch(prefix):
+            raise ConfigError("CC_KAFKA_TOPIC_PREFIX may hold only letters, digits, '.', '_', '-'")
         return cls(
             data_dir=Path(env.get("CC_DATA_DIR") or "var"),
             database_url=url,
@@ -84,6 +104,13 @@ class Settings:
             writer_queue=_int(env, "CC_WRITER_QUEUE", 20_000, minimum=1),
             log_level=(env.get("CC_LOG_LEVEL") or "INFO").upper(),
             projection_wait_ms=_int(env, "CC_PROJECTION_WAIT_MS", 2_000),
+            kafka_bootstrap=bootstrap,
+            kafka_topic_prefix=prefix,
+            kafka_partitions=_int(env, "CC_KAFKA_PARTITIONS", 12, minimum=1),
+            kafka_replication_factor=_int(env, "CC_KAFKA_REPLICATION_FACTOR", 1, minimum=1),
+            kafka_session_timeout_ms=_int(
+                env, "CC_KAFKA_SESSION_TIMEOUT_MS", 10_000, minimum=1_000
+            ),
         )
 
 

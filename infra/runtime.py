@@ -10,11 +10,12 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from eventsourcing.persistence import ApplicationRecorder
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
@@ -43,10 +44,25 @@ from workflows.base import Policy, Ticker
 log = logging.getLogger(__name__)
 
 EVENTS_TABLE = "cc_events"
+# PostgreSQL can fail one of two concurrent CREATE TABLE IF NOT EXISTS of the same table
+# (scaled processes start together): schema set-up holds this advisory lock.
+SCHEMA_LOCK_KEY = 0x63632D736368656D
+
+
+@contextlib.contextmanager
+def schema_lock(url: str) -> Iterator[None]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+        yield
 
 
 def all_projections() -> list[Projection]:
     return [InboxProjection(), DirectoryProjection()]
+
+
+def all_policies() -> list[Policy]:
+    """The workflow policies `contact-centre worker workflows` runs in scaled mode."""
+    return []
 
 
 def load_or_create_master_key(data_dir: Path) -> bytes:
@@ -101,7 +117,8 @@ class Runtime:
         """Run ``policy`` on the feed, with an application instance of its own."""
         consumer = PolicyConsumer(policy, self.make_app())
         self.policies.append(consumer)
-        self.feed.add(consumer)
+        if not self.settings.uses_kafka:  # scaled: `contact-centre worker workflows` runs it
+            self.feed.add(consumer)
         return consumer
 
     def add_ticker(self, ticker: Ticker) -> None:
@@ -142,6 +159,8 @@ class Runtime:
 
     def catch_up(self) -> None:
         """Bring every projection and workflow up to date synchronously (CLI, tests)."""
+        if self.settings.uses_kafka:
+            raise RuntimeError("in scaled mode projections and workflows run in Kafka workers")
         for _ in range(100):  # workflows' events feed projections and other workflows
             consumers: list[Consumer] = [*self.consumers, *self.policies]
             read = sum(self.feed.catch_up(c) for c in consumers)
@@ -153,7 +172,10 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     clock = clock or SystemClock()
     closers: list[Any] = []
     recorder: ApplicationRecorder
+    schema_setup = contextlib.ExitStack()
+    closers.append(schema_setup.close)
     if settings.database_url:
+        schema_setup.enter_context(schema_lock(settings.database_url))
         if settings.master_key is None:
             raise ConfigError(
                 "CC_MASTER_KEY is required with CC_DATABASE_URL (all processes share it)"
@@ -215,8 +237,20 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     consumers = [ProjectionConsumer(p, readdb) for p in all_projections()]
     for consumer in consumers:
         consumer.setup()
-        feed.add(consumer)
-    app.listeners.append(feed.publish)
+        if not settings.uses_kafka:
+            feed.add(consumer)
+    schema_setup.close()
+    if settings.uses_kafka:
+        # Scaled mode: `contact-centre worker projections` runs the projections; this
+        # process only waits for them to show its own writes (read-your-writes).
+        from infra.kafka.progress import PartitionProgress
+
+        progress = PartitionProgress(readdb, settings)
+        closers.append(progress.close)
+        feed.progress = progress
+        app.listeners.append(progress.record)
+    else:
+        app.listeners.append(feed.publish)
     writer = Writer(
         app,
         max_batch=settings.writer_batch,
