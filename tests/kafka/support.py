@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -19,7 +22,7 @@ import psycopg
 
 from infra.config import Settings
 from infra.db import Database
-from infra.kafka.messages import event_key, partition_for, tenant_of
+from infra.kafka.messages import event_key, events_topic, partition_for, tenant_of
 from infra.runtime import EVENTS_TABLE, Runtime, all_projections, build
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -224,3 +227,82 @@ def caught_up(runtime: Runtime, partitions: int) -> Callable[[], bool]:
         return all(seen.get((n, p), 0) >= nid for n in names for p, nid in target.items())
 
     return check
+
+
+class Stream:
+    """Writes scenario steps from a thread until stopped: a steady stream of events."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        from tests.kafka.scenario import Scenario
+
+        self.runtime = runtime
+        self.scenario = Scenario(runtime.app)
+        self.scenario.setup()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stream", daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.scenario.step(20, batch=10)
+                time.sleep(0.01)
+        except BaseException as error:  # reported by stop()
+            self.error = error
+
+    def __enter__(self) -> Stream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def latest(self) -> int:
+        return self.runtime.app.recorder.max_notification_id() or 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        if self.error is not None:
+            raise self.error
+
+
+def relay_position(runtime: Runtime) -> int:
+    from infra.kafka.relay import read_position
+
+    return read_position(runtime.readdb, events_topic(runtime.settings.kafka_topic_prefix))
+
+
+def worker_offsets(runtime: Runtime, consumer: str = "inbox") -> dict[int, int]:
+    with runtime.readdb.read() as tx:
+        tx.execute(
+            "SELECT partition, last_offset FROM cc_kafka_offsets WHERE consumer = ? AND topic = ?",
+            (consumer, events_topic(runtime.settings.kafka_topic_prefix)),
+        )
+        return {int(p): int(o) for p, o in tx.fetchall()}
+
+
+def end_offsets(settings: Settings) -> dict[int, int]:
+    """Per partition, the offset after the last record on the events topic."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def read() -> dict[int, int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+        await consumer.start()
+        try:
+            name = events_topic(settings.kafka_topic_prefix)
+            tps = [TopicPartition(name, p) for p in range(settings.kafka_partitions)]
+            consumer.assign(tps)
+            found = await consumer.end_offsets(tps)
+            return {tp.partition: int(offset) for tp, offset in found.items()}
+        finally:
+            # aiokafka's group-less consumer may re-raise the cancellation of its own
+            # background task when stopped soon after starting
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer.stop()
+
+    return asyncio.run(read())
