@@ -20,7 +20,9 @@ from infra.kafka.messages import events_topic
 from infra.kafka.relay import Relay
 from infra.kafka.worker import run_workers
 from infra.runtime import EVENTS_TABLE, Runtime, build
+from projections import inbox
 from tests.helpers import Api
+from tests.integration.test_workflows import receive
 from tests.scan import needles
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -152,3 +154,36 @@ async def test_nothing_personal_is_on_the_kafka_topic_in_clear(
     assert b"Plaintext Probe Ltd" in blob  # real payloads are scanned (a business name is public)
     hits = [p for p in needles(*personal.values(), "Quince Lane") if p in blob]
     assert hits == []
+
+
+async def test_a_workflow_on_two_kafka_members_reacts_once_to_each_event(
+    scaled_settings: Settings, scaled: Runtime
+) -> None:
+    from infra.kafka.targets import PolicyTarget
+    from tests.kafka.test_targets import NoteOnOpen
+
+    topic = events_topic(scaled_settings.kafka_topic_prefix)
+    policies = [PolicyTarget(NoteOnOpen(), scaled.make_app(), topic) for _ in range(2)]
+    stop = asyncio.Event()
+    members = [asyncio.create_task(run_workers(scaled_settings, [p], stop)) for p in policies]
+    try:
+        async with bus(scaled_settings, scaled):
+            tenant, _ = await asyncio.to_thread(scaled.app.register_tenant, "Acme")
+            for i in range(6):
+                await asyncio.to_thread(receive, scaled, tenant, f"visitor-{i}")
+
+            def notes() -> list[list[str]]:
+                with scaled.readdb.read() as tx:
+                    rows = inbox.list_conversations(tx, str(tenant))
+                    listed = [inbox.list_messages(tx, str(tenant), r["id"]) for r in rows]
+                return [[m["author"] for m in entries if m["kind"] == "note"] for entries in listed]
+
+            for _ in range(400):
+                if (await asyncio.to_thread(notes)) == [["system:hi"]] * 6:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)  # time enough for a second reaction, were there one
+            assert (await asyncio.to_thread(notes)) == [["system:hi"]] * 6
+    finally:
+        stop.set()
+        await asyncio.gather(*members)
