@@ -82,14 +82,18 @@ class Process:
 
 
 def assigned_partitions(log: str, name: str = "inbox") -> set[int]:
-    """Every partition a worker's log says it was assigned for projection ``name``."""
-    found: set[int] = set()
+    """The partitions a worker's log says it holds now for projection ``name``."""
+    held: set[int] = set()
+    marker = f"projection {name}: partitions "
     for line in log.splitlines():
-        marker = f"projection {name}: partitions "
-        if marker in line and line.endswith(" assigned"):
-            listed = line.split(marker, 1)[1].removesuffix(" assigned")
-            found.update(int(p) for p in listed.split(",") if p != "none")
-    return found
+        if marker not in line:
+            continue
+        listed, _, what = line.split(marker, 1)[1].rpartition(" ")
+        if what == "assigned":
+            held = {int(p) for p in listed.split(",") if p != "none"}
+        elif what == "revoked":
+            held = set()
+    return held
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
