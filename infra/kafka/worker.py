@@ -10,7 +10,8 @@ one :class:`~infra.kafka.targets.Target` on the partitions the group gives it:
   the partitions; a batch fetched before a rebalance is dropped, never applied late.
 * Batches are at most ``max_records`` records, well inside ``max_poll_interval_ms``.
 * A failed batch is not skipped: the worker seeks back to what is durable and retries
-  with a growing pause (a projection error must not lose events).
+  with a growing pause (a projection error must not lose events). If it cannot even read
+  what is durable, the worker stops (its process exits) rather than read on unseeked.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class PartitionWorker:
         self.records = 0
         self._lock = asyncio.Lock()  # held while a batch is applied; rebalances wait on it
         self._consumer: Any = None
+        self._fatal: Exception | None = None
 
     @property
     def group(self) -> str:
@@ -105,6 +107,8 @@ class PartitionWorker:
     async def _loop(self, consumer: Any, stop: asyncio.Event) -> None:
         backoff = 0.2
         while not stop.is_set():
+            if self._fatal is not None:
+                raise self._fatal
             fetched = await consumer.getmany(
                 timeout_ms=self.poll_timeout_ms, max_records=self.max_records
             )
@@ -158,7 +162,14 @@ class PartitionWorker:
     async def assigned(self, assigned: Sequence[TopicPartition]) -> None:
         async with self._lock:
             partitions = sorted(tp.partition for tp in assigned if tp.topic == self.topic)
-            await self._seek_to_stored(self._consumer, partitions)
+            try:
+                await self._seek_to_stored(self._consumer, partitions)
+            except Exception as error:
+                # Without seeking, the consumer would read from wherever it was: stop
+                # instead (the main loop raises this), and a restart seeks from what is
+                # stored.
+                self._fatal = error
+                return
             self.partitions = frozenset(partitions)
             self.assignments += 1
         log.info(

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -18,11 +18,14 @@ from infra.http.app import PathOnlyAccessLogger, create_app
 from infra.kafka.commands import projection_targets
 from infra.kafka.messages import events_topic
 from infra.kafka.relay import Relay
+from infra.kafka.targets import ProjectionTarget
 from infra.kafka.worker import run_workers
 from infra.runtime import EVENTS_TABLE, Runtime, build
 from projections import inbox
 from tests.helpers import Api
+from tests.integration.test_feed import receive_many
 from tests.integration.test_workflows import receive
+from tests.kafka.test_targets import Recording, seen
 from tests.scan import needles
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -187,3 +190,46 @@ async def test_a_workflow_on_two_kafka_members_reacts_once_to_each_event(
     finally:
         stop.set()
         await asyncio.gather(*members)
+
+
+class FailsOnce(Recording):
+    """Fails the first time it reaches one event (a transient error), then works."""
+
+    name = "fails-once"
+    once_at: ClassVar[int | None] = None
+    failures: ClassVar[int] = 0
+
+    def apply(self, tx: Any, event: Any, position: int) -> None:
+        if position == self.once_at and FailsOnce.failures == 0:
+            FailsOnce.failures += 1
+            raise RuntimeError("transient failure")
+        super().apply(tx, event, position)
+
+
+async def test_a_batch_that_fails_is_retried_from_what_is_stored_never_skipped(
+    scaled_settings: Settings, scaled: Runtime
+) -> None:
+    topic = events_topic(scaled_settings.kafka_topic_prefix)
+    target = ProjectionTarget(FailsOnce(), scaled.readdb, scaled.app.mapper, topic)
+    await asyncio.to_thread(target.setup)
+    tenant, _ = await asyncio.to_thread(scaled.app.register_tenant, "Acme")
+    await asyncio.to_thread(receive_many, scaled, tenant, 30)
+    received = [
+        n.id
+        for n in await asyncio.to_thread(scaled.app.recorder.select_notifications, None, 1000)
+        if n.topic.endswith("MessageReceived")
+    ]
+    FailsOnce.once_at, FailsOnce.failures = received[len(received) // 2], 0
+    stop = asyncio.Event()
+    async with bus(scaled_settings, scaled, workers=False):
+        member = asyncio.create_task(run_workers(scaled_settings, [target], stop))
+        try:
+            for _ in range(300):
+                if await asyncio.to_thread(seen, scaled) == received:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await member
+    assert FailsOnce.failures == 1
+    assert await asyncio.to_thread(seen, scaled) == received  # all of them, each once
