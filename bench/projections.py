@@ -14,7 +14,7 @@ lag: scaled mode end to end. Starts PostgreSQL (durable) and a Kafka broker, one
     the lag that is the write itself).
 
     ./dev bench projections rebuild [--events 200000] [--backend sqlite|postgres|both]
-    ./dev bench projections lag [--rate 1000] [--seconds 20] [--workers 2]
+    ./dev bench projections lag [--rate 1000] [--seconds 20] [--workers 2] [--senders 5000]
 """
 
 from __future__ import annotations
@@ -196,13 +196,13 @@ class Sampler(threading.Thread):
                 time.sleep(0.005)
 
 
-def interaction(i: int) -> dict[str, Any]:
+def interaction(i: int, senders: int) -> dict[str, Any]:
     return {
         "channel": "sms",
         "direction": "inbound",
         "provider": "twilio",
         "provider_message_id": f"SM{uuid.uuid4().hex}",
-        "from": {"kind": "phone", "address": f"+4477009{i % 20_000:05d}", "display_name": "B"},
+        "from": {"kind": "phone", "address": f"+4477009{i % senders:05d}", "display_name": "B"},
         "to": {"kind": "phone", "address": "+442071838750"},
         "body": f"Lag benchmark {i} {secrets.token_hex(4)}",
         "occurred_at": datetime.now(UTC).isoformat(),
@@ -210,7 +210,7 @@ def interaction(i: int) -> dict[str, Any]:
 
 
 async def steady_load(
-    base: str, token: str, rate: float, seconds: float, sampler: Sampler
+    base: str, token: str, rate: float, seconds: float, sampler: Sampler, senders: int
 ) -> tuple[int, int, list[float]]:
     headers = {"Authorization": f"Bearer {token}"}
     latencies: list[float] = []
@@ -222,7 +222,8 @@ async def steady_load(
             nonlocal errors
             sent = time.perf_counter()
             try:
-                async with session.post("/v1/interactions", json=interaction(i)) as response:
+                doc = interaction(i, senders)
+                async with session.post("/v1/interactions", json=doc) as response:
                     body = await response.json()
                     if response.status != 201:
                         errors += 1
@@ -246,7 +247,12 @@ async def steady_load(
 
 
 def bench_lag(
-    rate: float, seconds: float, workers: int, postgres_url: str | None, bootstrap: str | None
+    rate: float,
+    seconds: float,
+    workers: int,
+    senders: int,
+    postgres_url: str | None,
+    bootstrap: str | None,
 ) -> None:
     with backend("postgres", postgres_url) as b, kafka(bootstrap) as servers:
         assert b.database_url is not None
@@ -265,12 +271,13 @@ def bench_lag(
             sampler = Sampler(b.database_url)
             sampler.start()
             # warm-up: the first messages wait for the consumer groups to form
-            asyncio.run(steady_load(base, token, 20, 3, sampler))
+            asyncio.run(steady_load(base, token, 20, 3, sampler, senders))
             deadline = time.monotonic() + 60
             while sampler.pending and time.monotonic() < deadline:
                 time.sleep(0.1)
             sampler.lags.clear()
-            sent, errors, latencies = asyncio.run(steady_load(base, token, rate, seconds, sampler))
+            load = steady_load(base, token, rate, seconds, sampler, senders)
+            sent, errors, latencies = asyncio.run(load)
             deadline = time.monotonic() + 30
             while sampler.pending and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -303,6 +310,7 @@ def main() -> None:
     lag.add_argument("--rate", type=float, default=1000)
     lag.add_argument("--seconds", type=float, default=20)
     lag.add_argument("--workers", type=int, default=2)
+    lag.add_argument("--senders", type=int, default=5000, help="distinct senders (contacts)")
     lag.add_argument("--postgres-url")
     lag.add_argument("--kafka-bootstrap", help="an existing broker (default: start one)")
     args = parser.parse_args()
@@ -311,7 +319,14 @@ def main() -> None:
         for name in names:
             bench_rebuild(name, args.events, args.postgres_url)
     else:
-        bench_lag(args.rate, args.seconds, args.workers, args.postgres_url, args.kafka_bootstrap)
+        bench_lag(
+            args.rate,
+            args.seconds,
+            args.workers,
+            args.senders,
+            args.postgres_url,
+            args.kafka_bootstrap,
+        )
 
 
 if __name__ == "__main__":
