@@ -17,6 +17,7 @@ from uuid import UUID
 from contact_centre.clock import Clock, ManualClock
 from contact_centre.errors import DomainError
 from infra.config import ConfigError, Settings
+from infra.kafka.commands import add_commands as add_worker_commands
 from infra.runtime import build
 from projections import retention as ledger
 from projections.base import from_micros
@@ -40,6 +41,15 @@ configuration (environment variables):
   CC_PROVIDER_TIMEOUT_S timeout of calls to provider APIs (default 10)
   CC_WEBCHAT_CONNECTS_PER_MINUTE, CC_WEBCHAT_MESSAGES_PER_MINUTE
                         per-IP webchat limits (default 30 and 60)
+  CC_PROJECTION_WAIT_MS how long a write waits for read models to show it (default 2000)
+
+scaled mode (with CC_DATABASE_URL; see docs/scaled.md):
+  CC_KAFKA_BOOTSTRAP    host:port[,host:port] of Kafka; serve then runs no projections and
+                        `worker relay|projections|workflows` carry the events
+  CC_KAFKA_TOPIC_PREFIX topic and consumer-group prefix (default contact-centre)
+  CC_KAFKA_PARTITIONS   partitions of {prefix}.events when the relay creates it (default 12)
+  CC_KAFKA_REPLICATION_FACTOR  its replication factor (default 1)
+  CC_KAFKA_SESSION_TIMEOUT_MS  how soon a silent worker's partitions move on (default 10000)
 """
 
 
@@ -73,6 +83,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def announce(base: str) -> None:
         mode = "PostgreSQL" if settings.is_scaled else f"SQLite in {settings.data_dir}"
+        if settings.uses_kafka:
+            mode += ", projections in Kafka workers"
         print(f"contact-centre serving on {base} ({mode}); Ctrl-C to stop", file=sys.stderr)
 
     try:
@@ -171,7 +183,7 @@ def cmd_tenant_lifecycle(args: argparse.Namespace) -> int:
             app.run(lambda uow: app.terminate_tenant_in(uow, tenant_id, args.grace_days))
         elif args.tenant_command == "reactivate":
             app.run(lambda uow: app.reactivate_tenant_in(uow, tenant_id))
-        runtime.catch_up()
+        runtime.settle()
         with runtime.readdb.read() as tx:
             state = ledger.tenant_state(tx, str(tenant_id))
     except DomainError as error:
@@ -208,7 +220,7 @@ def cmd_retention_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     runtime = build(settings, clock=_clock(args))
     try:
-        runtime.catch_up()
+        runtime.settle()
         tenant = _tenant_arg(args.tenant) if args.tenant else None
         now = runtime.clock.now()
         bar = ProgressBar("erasing", 1, enabled=not args.quiet and not args.dry_run)
@@ -223,7 +235,7 @@ def cmd_retention_run(args: argparse.Namespace) -> int:
         if not args.dry_run:
             report.keys_destroyed += runtime.privacy.finish_interrupted(tenant)
         bar.done()
-        runtime.catch_up()
+        runtime.settle()
     finally:
         runtime.close()
     summary = report.summary()
@@ -398,6 +410,8 @@ def parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--data-dir")
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
     rebuild.set_defaults(handler=cmd_projections_rebuild)
+
+    add_worker_commands(commands)
     return root
 
 

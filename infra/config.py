@@ -6,9 +6,12 @@ import base64
 import binascii
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+_TOPIC_PREFIX = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
 
 class ConfigError(Exception):
@@ -88,10 +91,21 @@ class Settings:
     provider_timeout_s: int = 10
     webchat_connects_per_minute: int = 30  # per visitor IP
     webchat_messages_per_minute: int = 60  # per visitor IP
+    # Scaled mode: Kafka as the event bus (needs PostgreSQL). See docs/scaled.md.
+    kafka_bootstrap: str | None = None
+    kafka_topic_prefix: str = "contact-centre"
+    kafka_partitions: int = 12
+    kafka_replication_factor: int = 1
+    kafka_session_timeout_ms: int = 10_000
 
     @property
     def is_scaled(self) -> bool:
         return bool(self.database_url)
+
+    @property
+    def uses_kafka(self) -> bool:
+        """Projections and workflows run in Kafka workers, not in this process."""
+        return bool(self.kafka_bootstrap)
 
     @property
     def base_url(self) -> str:
@@ -106,6 +120,12 @@ class Settings:
         url = env.get("CC_DATABASE_URL") or None
         if url and not url.startswith(("postgresql://", "postgres://")):
             raise ConfigError("CC_DATABASE_URL must be a postgresql:// URL")
+        bootstrap = env.get("CC_KAFKA_BOOTSTRAP") or None
+        if bootstrap and not url:
+            raise ConfigError("CC_KAFKA_BOOTSTRAP needs CC_DATABASE_URL (scaled mode)")
+        prefix = env.get("CC_KAFKA_TOPIC_PREFIX") or "contact-centre"
+        if not _TOPIC_PREFIX.fullmatch(prefix):
+            raise ConfigError("CC_KAFKA_TOPIC_PREFIX may hold only letters, digits, '.', '_', '-'")
         return cls(
             data_dir=Path(env.get("CC_DATA_DIR") or "var"),
             database_url=url,
@@ -129,6 +149,13 @@ class Settings:
             provider_timeout_s=_int(env, "CC_PROVIDER_TIMEOUT_S", 10, minimum=1),
             webchat_connects_per_minute=_int(env, "CC_WEBCHAT_CONNECTS_PER_MINUTE", 30, minimum=1),
             webchat_messages_per_minute=_int(env, "CC_WEBCHAT_MESSAGES_PER_MINUTE", 60, minimum=1),
+            kafka_bootstrap=bootstrap,
+            kafka_topic_prefix=prefix,
+            kafka_partitions=_int(env, "CC_KAFKA_PARTITIONS", 12, minimum=1),
+            kafka_replication_factor=_int(env, "CC_KAFKA_REPLICATION_FACTOR", 1, minimum=1),
+            kafka_session_timeout_ms=_int(
+                env, "CC_KAFKA_SESSION_TIMEOUT_MS", 10_000, minimum=1_000
+            ),
         )
 
 

@@ -220,3 +220,8 @@ class PostgresDatabase:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def is_write_conflict(error: BaseException) -> bool:
+    """A serialization failure or deadlock: the transaction is safe to run again."""
+    return getattr(error, "sqlstate", None) in ("40001", "40P01")

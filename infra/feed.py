@@ -40,6 +40,13 @@ TRACKING_DDL = (
     " consumer TEXT NOT NULL, partition INTEGER NOT NULL, position BIGINT NOT NULL,"
     " PRIMARY KEY (consumer, partition))"
 )
+# Scaled mode: the Kafka offset each projection worker last read, per partition. Emptying
+# a projection forgets them too, so its workers read the topic again from the start.
+OFFSETS_DDL = (
+    "CREATE TABLE IF NOT EXISTS cc_kafka_offsets ("
+    " consumer TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,"
+    " last_offset BIGINT NOT NULL, PRIMARY KEY (consumer, topic, partition))"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +130,7 @@ class ProjectionConsumer:
                     self.projection.version,
                 )
                 self.projection.drop(tx)
-                tx.execute("DELETE FROM cc_tracking WHERE consumer = ?", (self.name,))
+                self._forget_positions(tx)
             self.projection.setup(tx)
             tx.execute(
                 "INSERT INTO cc_projection_versions (name, version) VALUES (?, ?)"
@@ -160,8 +167,13 @@ class ProjectionConsumer:
     def reset(self) -> None:
         with self.db.transaction() as tx:
             self.projection.reset(tx)
-            tx.execute("DELETE FROM cc_tracking WHERE consumer = ?", (self.name,))
+            self._forget_positions(tx)
         self._written.clear()
+
+    def _forget_positions(self, tx: Tx) -> None:
+        tx.execute("DELETE FROM cc_tracking WHERE consumer = ?", (self.name,))
+        tx.execute(OFFSETS_DDL)
+        tx.execute("DELETE FROM cc_kafka_offsets WHERE consumer = ?", (self.name,))
 
 
 class PolicyConsumer:

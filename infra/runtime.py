@@ -6,15 +6,17 @@ runs at import time.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from eventsourcing.persistence import ApplicationRecorder
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
@@ -56,6 +58,16 @@ from workflows.privacy import PrivacyService, RetentionTicker
 log = logging.getLogger(__name__)
 
 EVENTS_TABLE = "cc_events"
+# PostgreSQL can fail one of two concurrent CREATE TABLE IF NOT EXISTS of the same table
+# (scaled processes start together): schema set-up holds this advisory lock.
+SCHEMA_LOCK_KEY = 0x63632D736368656D
+
+
+@contextlib.contextmanager
+def schema_lock(url: str) -> Iterator[None]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+        yield
 
 
 def all_projections(sealer: Sealer) -> list[Projection]:
@@ -71,6 +83,12 @@ def all_projections(sealer: Sealer) -> list[Projection]:
         DeliveriesProjection(),
         ChannelActivityProjection(),
     ]
+
+
+def all_policies(runtime: Runtime) -> list[Policy]:
+    """The workflow policies `contact-centre worker workflows` runs in scaled mode: the ones
+    ``build`` registers (placement, delivery, ...), which serve runs in-process otherwise."""
+    return [consumer.policy for consumer in runtime.policies]
 
 
 def load_or_create_master_key(data_dir: Path) -> bytes:
@@ -128,7 +146,8 @@ class Runtime:
         """Run ``policy`` on the feed, with an application instance of its own."""
         consumer = PolicyConsumer(policy, self.make_app())
         self.policies.append(consumer)
-        self.feed.add(consumer)
+        if not self.settings.uses_kafka:  # scaled: `contact-centre worker workflows` runs it
+            self.feed.add(consumer)
         return consumer
 
     def add_ticker(self, ticker: Ticker) -> None:
@@ -169,8 +188,33 @@ class Runtime:
                 log.exception("error while closing")
         self._closers.clear()
 
+    def settle(self, timeout: float = 60.0) -> None:
+        """Make the read models show everything this process wrote: embedded, by catching
+        up; scaled, by waiting for the Kafka projection workers (the CLI's commands)."""
+        if not self.settings.uses_kafka:
+            self.catch_up()
+            return
+        from infra.kafka.progress import PartitionProgress
+
+        progress = self.feed.progress
+        assert isinstance(progress, PartitionProgress)
+
+        async def wait() -> None:
+            deadline = asyncio.get_running_loop().time() + timeout
+            for consumer in self.consumers:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if not await progress.wait_for_all(consumer.name, max(remaining, 0.0)):
+                    raise TimeoutError(
+                        f"projection {consumer.name} has not caught up in {timeout:g}s: "
+                        "are `contact-centre worker projections` running?"
+                    )
+
+        asyncio.run(wait())
+
     def catch_up(self) -> None:
         """Bring every projection and workflow up to date synchronously (CLI, tests)."""
+        if self.settings.uses_kafka:
+            raise RuntimeError("in scaled mode projections and workflows run in Kafka workers")
         for _ in range(100):  # workflows' events feed projections and other workflows
             consumers: list[Consumer] = [*self.consumers, *self.policies]
             read = sum(self.feed.catch_up(c) for c in consumers)
@@ -182,7 +226,10 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     clock = clock or SystemClock()
     closers: list[Any] = []
     recorder: ApplicationRecorder
+    schema_setup = contextlib.ExitStack()
+    closers.append(schema_setup.close)
     if settings.database_url:
+        schema_setup.enter_context(schema_lock(settings.database_url))
         if settings.master_key is None:
             raise ConfigError(
                 "CC_MASTER_KEY is required with CC_DATABASE_URL (all processes share it)"
@@ -247,8 +294,20 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     consumers = [ProjectionConsumer(p, readdb) for p in all_projections(vault)]
     for consumer in consumers:
         consumer.setup()
-        feed.add(consumer)
-    app.listeners.append(feed.publish)
+        if not settings.uses_kafka:
+            feed.add(consumer)
+    schema_setup.close()
+    if settings.uses_kafka:
+        # Scaled mode: `contact-centre worker projections` runs the projections; this
+        # process only waits for them to show its own writes (read-your-writes).
+        from infra.kafka.progress import PartitionProgress
+
+        progress = PartitionProgress(readdb, settings)
+        closers.append(progress.close)
+        feed.progress = progress
+        app.listeners.append(progress.record)
+    else:
+        app.listeners.append(feed.publish)
     writer = Writer(
         app,
         max_batch=settings.writer_batch,

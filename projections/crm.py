@@ -23,6 +23,7 @@ _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 MIN_PREFIX = 2
 MAX_PREFIX = 24
 _OPEN = (ConversationStatus.OPEN.value, ConversationStatus.PENDING.value)
+_OPEN_SQL = "(" + ", ".join(f"'{status}'" for status in _OPEN) + ")"
 
 
 def search_words(text: str) -> list[str]:
@@ -37,7 +38,9 @@ def prefixes(word: str) -> list[str]:
 
 class CrmProjection(Projection):
     name = "crm"
-    version = 3
+    # 4: contact totals derived from the conversation rows, so events of a contact and of
+    # its conversations may arrive in either order (Kafka partitions them apart)
+    version = 4
     tables = ("rm_crm_contacts", "rm_crm_search", "rm_crm_conversations")
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_crm_contacts ("
@@ -55,7 +58,9 @@ class CrmProjection(Projection):
         "CREATE INDEX IF NOT EXISTS rm_crm_search_contact ON rm_crm_search (contact_id)",
         "CREATE TABLE IF NOT EXISTS rm_crm_conversations ("
         " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, contact_id TEXT NOT NULL,"
-        " status TEXT NOT NULL)",
+        " status TEXT NOT NULL, first_at BIGINT, last_at BIGINT)",
+        "CREATE INDEX IF NOT EXISTS rm_crm_conversations_contact"
+        " ON rm_crm_conversations (contact_id)",
     )
 
     def __init__(self, sealer: Sealer) -> None:
@@ -103,6 +108,7 @@ class CrmProjection(Projection):
         )
         self._index(tx, tenant_id, contact_id, "name", e.display_name)
         self._index(tx, tenant_id, contact_id, "identity", e.identity_address)
+        self._totals(tx, contact_id)
 
     def _row(self, tx: Tx, contact_id: str, column: str) -> Any:
         tx.execute(f"SELECT {column} FROM rm_crm_contacts WHERE id = ?", (contact_id,))
@@ -211,10 +217,23 @@ class CrmProjection(Projection):
                 ConversationStatus.OPEN.value,
             ),
         )
+        self._totals(tx, str(e.contact_id))
+
+    def _totals(self, tx: Tx, contact_id: str) -> None:
+        """A contact's conversation counts and first/last contact, from its conversation
+        rows: the same whichever of the contact's and its conversations' events came first."""
         tx.execute(
-            "UPDATE rm_crm_contacts SET total_conversations = total_conversations + 1,"
-            " open_conversations = open_conversations + 1 WHERE id = ?",
-            (str(e.contact_id),),
+            "UPDATE rm_crm_contacts SET"
+            " total_conversations = (SELECT COUNT(*) FROM rm_crm_conversations c"
+            " WHERE c.contact_id = rm_crm_contacts.id),"
+            " open_conversations = (SELECT COUNT(*) FROM rm_crm_conversations c"
+            f" WHERE c.contact_id = rm_crm_contacts.id AND c.status IN {_OPEN_SQL}),"
+            " first_contact_at = (SELECT MIN(c.first_at) FROM rm_crm_conversations c"
+            " WHERE c.contact_id = rm_crm_contacts.id),"
+            " last_contact_at = (SELECT MAX(c.last_at) FROM rm_crm_conversations c"
+            " WHERE c.contact_id = rm_crm_contacts.id)"
+            " WHERE id = ?",
+            (contact_id,),
         )
 
     def _contact_of(self, tx: Tx, conversation_id: str) -> tuple[str, str] | None:
@@ -229,13 +248,13 @@ class CrmProjection(Projection):
         if found is None:
             return
         tx.execute(
-            "UPDATE rm_crm_contacts SET"
-            " first_contact_at = CASE WHEN first_contact_at IS NULL OR first_contact_at > ?"
-            " THEN ? ELSE first_contact_at END,"
-            " last_contact_at = CASE WHEN last_contact_at IS NULL OR last_contact_at < ?"
-            " THEN ? ELSE last_contact_at END WHERE id = ?",
-            (at, at, at, at, found[0]),
+            "UPDATE rm_crm_conversations SET"
+            " first_at = CASE WHEN first_at IS NULL OR first_at > ? THEN ? ELSE first_at END,"
+            " last_at = CASE WHEN last_at IS NULL OR last_at < ? THEN ? ELSE last_at END"
+            " WHERE id = ?",
+            (at, at, at, at, conversation_id),
         )
+        self._totals(tx, found[0])
 
     @handles(Conversation.MessageReceived)
     def _received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
@@ -250,17 +269,12 @@ class CrmProjection(Projection):
         if found is None:
             return
         contact_id, before = found
-        delta = int(status.value in _OPEN) - int(before in _OPEN)
         tx.execute(
             "UPDATE rm_crm_conversations SET status = ? WHERE id = ?",
             (status.value, conversation_id),
         )
-        if delta:
-            tx.execute(
-                "UPDATE rm_crm_contacts SET open_conversations = open_conversations + ?"
-                " WHERE id = ?",
-                (delta, contact_id),
-            )
+        if (status.value in _OPEN) != (before in _OPEN):
+            self._totals(tx, contact_id)
 
     @handles(Conversation.MarkedPending)
     def _pending(self, tx: Tx, e: Any, position: int) -> None:

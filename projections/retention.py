@@ -38,7 +38,12 @@ _SCOPE_KEYS = (
 
 
 class RetentionLedgerProjection(Projection):
+    """Order of events *across* aggregates does not matter (scaled mode partitions them
+    apart): a contact's anchor takes in its conversations' anchors whenever either side
+    arrives, and an inactivity notice stands only while no activity is later than it."""
+
     name = "retention"
+    version = 2
     tables = (
         "rm_retention_scopes",
         "rm_retention_holds",
@@ -51,7 +56,7 @@ class RetentionLedgerProjection(Projection):
         " scope_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, kind TEXT NOT NULL,"
         " subject_id TEXT NOT NULL, category TEXT NOT NULL, anchor_at BIGINT,"
         " contact_id TEXT, conversation_id TEXT, status TEXT NOT NULL,"
-        " notice_delete_after BIGINT, erased_at BIGINT)",
+        " notice_delete_after BIGINT, erased_at BIGINT, noticed_at BIGINT)",
         "CREATE INDEX IF NOT EXISTS rm_retention_scopes_due"
         " ON rm_retention_scopes (tenant_id, category, status, anchor_at)",
         "CREATE INDEX IF NOT EXISTS rm_retention_scopes_contact"
@@ -98,14 +103,28 @@ class RetentionLedgerProjection(Projection):
         )
 
     def _touch(self, tx: Tx, scope_id: str, moment: int) -> None:
-        """Activity moves the anchor forward (never back) and cancels an inactivity notice."""
+        """Activity moves the anchor forward (never back) and cancels an inactivity notice
+        issued before it."""
+        later = "status = 'noticed' AND noticed_at < ?"
         tx.execute(
             "UPDATE rm_retention_scopes SET anchor_at = CASE WHEN anchor_at IS NULL"
             " OR anchor_at < ? THEN ? ELSE anchor_at END,"
-            " status = CASE WHEN status = 'noticed' THEN 'live' ELSE status END,"
-            " notice_delete_after = NULL WHERE scope_id = ? AND status != 'erased'",
-            (moment, moment, scope_id),
+            f" notice_delete_after = CASE WHEN {later} THEN NULL ELSE notice_delete_after END,"
+            f" noticed_at = CASE WHEN {later} THEN NULL ELSE noticed_at END,"
+            f" status = CASE WHEN {later} THEN 'live' ELSE status END"
+            " WHERE scope_id = ? AND status != 'erased'",
+            (moment, moment, moment, moment, moment, scope_id),
         )
+
+    def _touch_contact(self, tx: Tx, contact_id: str) -> None:
+        """The contact's anchor takes in the latest activity of its conversations."""
+        tx.execute(
+            "SELECT MAX(anchor_at) FROM rm_retention_scopes WHERE contact_id = ? AND kind = ?",
+            (contact_id, ScopeKind.CONVERSATION.value),
+        )
+        row = tx.fetchone()
+        if row is not None and row[0] is not None:
+            self._touch(tx, f"contact:{contact_id}", int(row[0]))
 
     def _erased(
         self, tx: Tx, event: Any, scope_ids: list[str], rule: str, request_id: UUID | None
@@ -120,10 +139,12 @@ class RetentionLedgerProjection(Projection):
             row = tx.fetchone()
             if row is None:
                 continue
+            # An erased scope's anchor is its erasure: what came before is gone, and what
+            # other aggregates report after it (in whatever order) must not move it.
             tx.execute(
-                "UPDATE rm_retention_scopes SET status = 'erased', erased_at = ?"
-                " WHERE scope_id = ?",
-                (at, scope_id),
+                "UPDATE rm_retention_scopes SET status = 'erased', erased_at = ?, anchor_at = ?,"
+                " notice_delete_after = NULL, noticed_at = NULL WHERE scope_id = ?",
+                (at, at, scope_id),
             )
             tx.execute(
                 "INSERT INTO rm_retention_deletions (id, tenant_id, scope_kind, subject_id,"
@@ -210,6 +231,7 @@ class RetentionLedgerProjection(Projection):
             contact,
             None,
         )
+        self._touch_contact(tx, contact)  # its conversations' events may have come first
 
     @handles(
         Contact.IdentityLinked, Contact.DetailsCorrected, Contact.Tagged, Contact.AttributesChanged
@@ -219,10 +241,12 @@ class RetentionLedgerProjection(Projection):
 
     @handles(Contact.InactivityNoticeIssued)
     def _noticed(self, tx: Tx, e: Contact.InactivityNoticeIssued, position: int) -> None:
+        at = micros(e.at)
         tx.execute(
-            "UPDATE rm_retention_scopes SET status = 'noticed', notice_delete_after = ?"
-            " WHERE scope_id = ? AND status = 'live'",
-            (micros(e.delete_after), f"contact:{e.originator_id}"),
+            "UPDATE rm_retention_scopes SET status = 'noticed', notice_delete_after = ?,"
+            " noticed_at = ? WHERE scope_id = ? AND status = 'live'"
+            " AND (anchor_at IS NULL OR anchor_at <= ?)",
+            (micros(e.delete_after), at, f"contact:{e.originator_id}", at),
         )
 
     @handles(Contact.Erased)
@@ -258,7 +282,7 @@ class RetentionLedgerProjection(Projection):
                 str(e.contact_id),
                 conversation,
             )
-        self._touch(tx, f"contact:{e.contact_id}", at)
+        self._touch_contact(tx, str(e.contact_id))
 
     def _conversation_activity(self, tx: Tx, conversation: str, moment: int) -> None:
         for scope in (f"conversation:{conversation}", f"visitor-network:{conversation}"):
@@ -269,7 +293,7 @@ class RetentionLedgerProjection(Projection):
         )
         row = tx.fetchone()
         if row is not None and row[0]:
-            self._touch(tx, f"contact:{row[0]}", moment)
+            self._touch_contact(tx, str(row[0]))
 
     @handles(Conversation.MessageReceived)
     def _received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:

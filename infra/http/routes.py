@@ -88,11 +88,22 @@ async def ready(request: web.Request) -> web.Response:
 
     def check() -> dict[str, Any]:
         latest = rt.app.recorder.max_notification_id() or 0
-        with rt.readdb.read() as tx:
-            tx.execute("SELECT consumer, position FROM cc_tracking WHERE partition = -1")
-            positions = {str(name): int(pos) for name, pos in tx.fetchall()}
+        state: dict[str, Any] = {"latest": latest}
+        if rt.settings.uses_kafka:
+            # Scaled: positions per partition; a projection's position is its watermark.
+            from infra.kafka.messages import events_topic
+            from infra.kafka.relay import watermarks
+
+            marks = watermarks(rt.readdb, events_topic(rt.settings.kafka_topic_prefix))
+            relay, positions = marks if marks is not None else (0, {})
+            state["relay"] = {"position": relay, "lag": latest - relay}
+        else:
+            with rt.readdb.read() as tx:
+                tx.execute("SELECT consumer, position FROM cc_tracking WHERE partition = -1")
+                positions = {str(name): int(pos) for name, pos in tx.fetchall()}
         rt.vault.refresh()
-        return {"latest": latest, "positions": positions}
+        state["positions"] = positions
+        return state
 
     try:
         state = await asyncio.to_thread(check)
@@ -113,6 +124,7 @@ async def ready(request: web.Request) -> web.Response:
             "status": "ready",
             "event_store": {"position": state["latest"]},
             "projections": projections,
+            **({"relay": state["relay"]} if "relay" in state else {}),
         }
     )
 

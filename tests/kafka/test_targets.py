@@ -1,0 +1,194 @@
+"""What a worker does with a batch, without Kafka: dedupe by notification id, offsets and
+notification ids committed with the rows, zombies refused, the log position as a floor.
+On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+from uuid import uuid4
+
+import pytest
+
+from contact_centre.application import UnitOfWork
+from contact_centre.conversations import Conversation
+from infra.db import Tx
+from infra.feed import LOG_PARTITION, write_tracking
+from infra.kafka.messages import EventMessage
+from infra.kafka.targets import PolicyTarget, ProjectionTarget, fresh
+from infra.runtime import Runtime
+from projections import inbox
+from projections.base import Projection, handles
+from tests.integration.test_feed import receive_many
+from workflows.base import Policy, reacts_to
+
+TOPIC = "test.events"
+
+
+class Recording(Projection):
+    """Keeps every (position, event id) it is given; fails at ``fail_at`` if set."""
+
+    name = "recording"
+    tables = ("rm_test_seen",)
+    ddl = (
+        "CREATE TABLE IF NOT EXISTS rm_test_seen ("
+        " position BIGINT NOT NULL, event_id TEXT NOT NULL)",
+    )
+    fail_at: ClassVar[int | None] = None
+
+    @handles(Conversation.MessageReceived)
+    def _seen(self, tx: Tx, event: Any, position: int) -> None:
+        if position == self.fail_at:
+            raise RuntimeError("simulated failure")
+        tx.execute(
+            "INSERT INTO rm_test_seen (position, event_id) VALUES (?, ?)",
+            (position, f"{event.originator_id}/{event.originator_version}"),
+        )
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    Recording.fail_at = None
+
+
+def messages(runtime: Runtime, count: int, partition: int = 0) -> list[EventMessage]:
+    """``count`` MessageReceived events as the records of one partition (offsets 0..)."""
+    tenant, _ = runtime.app.register_tenant("Acme")
+    start = runtime.app.recorder.max_notification_id() or 0
+    receive_many(runtime, tenant, count)
+    found = runtime.app.recorder.select_notifications(
+        start=start, limit=10_000, inclusive_of_start=False
+    )
+    received = [n for n in found if n.topic.endswith("Conversation.MessageReceived")]
+    assert len(received) == count
+    return [EventMessage(partition, offset, n) for offset, n in enumerate(received)]
+
+
+def renumber(records: Sequence[EventMessage], first_offset: int) -> list[EventMessage]:
+    """The same events at later offsets (as a relay publishing them again puts them)."""
+    return [
+        EventMessage(m.partition, first_offset + i, m.notification) for i, m in enumerate(records)
+    ]
+
+
+def seen(runtime: Runtime) -> list[int]:
+    with runtime.readdb.read() as tx:
+        tx.execute("SELECT position FROM rm_test_seen ORDER BY position")
+        return [int(row[0]) for row in tx.fetchall()]
+
+
+@pytest.fixture
+def target(runtime: Runtime) -> ProjectionTarget:
+    made = ProjectionTarget(Recording(), runtime.readdb, runtime.app.mapper, TOPIC)
+    made.setup()
+    return made
+
+
+def test_fresh_keeps_only_records_above_the_highest_applied_notification_id() -> None:
+    def at(offset: int, nid: int) -> EventMessage:
+        from eventsourcing.persistence import Notification
+
+        return EventMessage(0, offset, Notification(uuid4(), 1, "t", b"", nid))
+
+    # 3, 8 published; the relay restarts from 2 and publishes 3, 8 again, then 11
+    result = fresh([at(0, 3), at(1, 8), at(2, 3), at(3, 8), at(4, 11)], applied=None)
+    assert [m.notification_id for m in result.messages] == [3, 8, 11]
+    assert result.last_notification_id == 11
+    assert result.last_offset == 4
+    only_duplicates = fresh([at(5, 8), at(6, 11)], applied=11)
+    assert only_duplicates.messages == []
+    assert only_duplicates.last_notification_id is None
+    assert only_duplicates.last_offset == 6
+
+
+def test_a_replayed_stretch_is_applied_once_with_notification_ids_as_positions(
+    runtime: Runtime, target: ProjectionTarget
+) -> None:
+    records = messages(runtime, 6)
+    nids = [m.notification_id for m in records]
+    target.process({0: records[:4]})
+    # a relay restart publishes the last two again, then the rest
+    target.process({0: renumber(records[2:], first_offset=4)})
+    assert seen(runtime) == nids  # every event once, at its notification id, not its offset
+    assert target.duplicates == 2
+    assert target.assigned([0, 1]) == {0: 7, 1: None}  # last offset read; 1 never read
+
+
+def test_rows_offset_and_notification_id_commit_together_or_not_at_all(
+    runtime: Runtime, target: ProjectionTarget
+) -> None:
+    records = messages(runtime, 5)
+    Recording.fail_at = records[3].notification_id
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        target.process({0: records})
+    assert seen(runtime) == []
+    assert target.assigned([0]) == {0: None}  # a new owner starts over: nothing is lost
+    Recording.fail_at = None
+    target.process({0: records})
+    assert seen(runtime) == [m.notification_id for m in records]
+
+
+def test_a_zombie_batch_applies_nothing_and_moves_no_offset_back(
+    runtime: Runtime, target: ProjectionTarget
+) -> None:
+    records = messages(runtime, 6)
+    new_owner = ProjectionTarget(Recording(), runtime.readdb, runtime.app.mapper, TOPIC)
+    new_owner.process({0: records})
+    # the old owner, not knowing it lost the partition, commits what it had fetched
+    target.process({0: records[:4]})
+    assert seen(runtime) == [m.notification_id for m in records]
+    assert target.assigned([0]) == {0: 5}
+
+
+def test_the_position_of_a_rebuild_from_the_log_is_a_floor(
+    runtime: Runtime, target: ProjectionTarget
+) -> None:
+    records = messages(runtime, 5)
+    with runtime.readdb.transaction() as tx:  # as the embedded feed or a rebuild leaves it
+        write_tracking(tx, "recording", LOG_PARTITION, records[2].notification_id)
+    target.assigned([0])
+    target.process({0: records})
+    assert seen(runtime) == [m.notification_id for m in records[3:]]
+
+
+def test_partitions_keep_their_own_positions(runtime: Runtime, target: ProjectionTarget) -> None:
+    first = messages(runtime, 3, partition=0)
+    second = messages(runtime, 3, partition=1)
+    # partition 1 holds later notification ids; partition 0's must still all apply
+    target.process({1: second})
+    target.process({0: first})
+    assert seen(runtime) == sorted(m.notification_id for m in [*first, *second])
+
+
+class NoteOnOpen(Policy):
+    name = "note-on-open"
+
+    @reacts_to(Conversation.Opened)
+    def _opened(self, uow: UnitOfWork, event: Any, position: int) -> None:
+        uow.app.add_note_in(uow, event.tenant_id, event.originator_id, "system:hi", "Hi")
+
+
+def test_a_policy_reacts_once_per_event_and_keeps_offset_and_position_with_its_reaction(
+    runtime: Runtime,
+) -> None:
+    tenant, _ = runtime.app.register_tenant("Acme")
+    start = runtime.app.recorder.max_notification_id() or 0
+    receive_many(runtime, tenant, 3)  # three visitors (v-0..v-2): three conversations
+    found = runtime.app.recorder.select_notifications(
+        start=start, limit=100, inclusive_of_start=False
+    )
+    records = [EventMessage(2, offset, n) for offset, n in enumerate(found)]
+    policy = PolicyTarget(NoteOnOpen(), runtime.make_app(), TOPIC)
+    policy.process({2: records})
+    policy.process({2: renumber(records, first_offset=len(records))})  # all again
+    runtime.catch_up()
+    with runtime.readdb.read() as tx:
+        conversations = inbox.list_conversations(tx, str(tenant))
+        entries = [inbox.list_messages(tx, str(tenant), c["id"]) for c in conversations]
+    notes = [[m["author"] for m in listed if m["kind"] == "note"] for listed in entries]
+    assert len(conversations) == 3
+    assert notes == [["system:hi"]] * 3
+    assert policy.duplicates == len(records)
+    # the offset moves with a reaction; a batch of duplicates only is re-read after a crash
+    assert policy.assigned([2, 3]) == {2: len(records) - 1, 3: None}
+    assert runtime.app.tracked_position("note-on-open#2") == records[-1].notification_id
