@@ -188,28 +188,31 @@ class Runtime:
                 log.exception("error while closing")
         self._closers.clear()
 
+    async def projected(self, timeout: float) -> bool:
+        """Wait (bounded) until the read models show every write so far: embedded, the
+        log's head; scaled, every save this process made. False on timeout."""
+        if self.settings.uses_kafka:
+            from infra.kafka.progress import PartitionProgress
+
+            progress = self.feed.progress
+            assert isinstance(progress, PartitionProgress)
+            waits = [progress.wait_for_all(c.name, timeout) for c in self.consumers]
+        else:
+            latest = await asyncio.to_thread(self.app.recorder.max_notification_id) or 0
+            waits = [self.feed.progress.wait(c.name, latest, timeout) for c in self.consumers]
+        return all(await asyncio.gather(*waits))
+
     def settle(self, timeout: float = 60.0) -> None:
         """Make the read models show everything this process wrote: embedded, by catching
         up; scaled, by waiting for the Kafka projection workers (the CLI's commands)."""
         if not self.settings.uses_kafka:
             self.catch_up()
             return
-        from infra.kafka.progress import PartitionProgress
-
-        progress = self.feed.progress
-        assert isinstance(progress, PartitionProgress)
-
-        async def wait() -> None:
-            deadline = asyncio.get_running_loop().time() + timeout
-            for consumer in self.consumers:
-                remaining = deadline - asyncio.get_running_loop().time()
-                if not await progress.wait_for_all(consumer.name, max(remaining, 0.0)):
-                    raise TimeoutError(
-                        f"projection {consumer.name} has not caught up in {timeout:g}s: "
-                        "are `contact-centre worker projections` running?"
-                    )
-
-        asyncio.run(wait())
+        if not asyncio.run(self.projected(timeout)):
+            raise TimeoutError(
+                f"the read models have not caught up in {timeout:g}s: "
+                "are `contact-centre worker projections` running?"
+            )
 
     def catch_up(self) -> None:
         """Bring every projection and workflow up to date synchronously (CLI, tests)."""
@@ -273,6 +276,10 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     )
     feed = InProcessFeed(recorder, app.mapper)
 
+    # What every application instance tells of its saves: the in-process feed (embedded),
+    # or the partition progress that read-your-writes waits on (scaled).
+    saved: list[Callable[[Any], None]] = [feed.publish]
+
     def make_app() -> ContactCentre:
         """Another application instance on the same stores, for a workflow's own thread.
 
@@ -288,7 +295,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             env={"AGGREGATE_CACHE_FASTFORWARD": "y", "AGGREGATE_CACHE_MAXSIZE": "5000"},
         )
         other.listeners.append(lambda recorded: _evict(app, recorded))
-        other.listeners.append(feed.publish)
+        other.listeners.append(lambda recorded: saved[0](recorded))
         return other
 
     consumers = [ProjectionConsumer(p, readdb) for p in all_projections(vault)]
@@ -305,9 +312,8 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         progress = PartitionProgress(readdb, settings)
         closers.append(progress.close)
         feed.progress = progress
-        app.listeners.append(progress.record)
-    else:
-        app.listeners.append(feed.publish)
+        saved[0] = progress.record
+    app.listeners.append(lambda recorded: saved[0](recorded))
     writer = Writer(
         app,
         max_batch=settings.writer_batch,

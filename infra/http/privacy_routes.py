@@ -60,9 +60,7 @@ async def _read(rt: Runtime, fn: Any, *args: Any) -> Any:
 async def _settle(rt: Runtime) -> None:
     """Privacy commands apply their events to the read models as they save; wait for any
     other writes too (bounded), so the next read sees the result."""
-    latest = await asyncio.to_thread(rt.app.recorder.max_notification_id) or 0
-    for consumer in rt.consumers:
-        await rt.feed.progress.wait(consumer.name, latest, rt.settings.projection_wait_ms / 1000)
+    await rt.projected(rt.settings.projection_wait_ms / 1000)
 
 
 # -- retention ----------------------------------------------------------------------------

@@ -168,6 +168,54 @@ async def test_nothing_personal_is_on_the_kafka_topic_in_clear(
     assert hits == []
 
 
+async def test_an_erasure_is_told_on_the_topic_and_nothing_personal_is_there(
+    scaled_settings: Settings, scaled: Runtime
+) -> None:
+    personal = ["+447700900418", "Bartholomew Inkwell", "parcel PLUMTREE-5512 is missing"]
+    async with client_of(scaled) as client, bus(scaled_settings, scaled) as relay:
+        api = await Api.for_new_tenant(client, scaled, "Erasure Probe Ltd")
+        sender = {"kind": "phone", "address": personal[0], "display_name": personal[1]}
+        received = await api.receive(sender=sender, body=personal[2])
+        status, outcome = await api.post(f"/v1/contacts/{received['contact_id']}/erasure", {})
+        assert status == 200
+        assert {"kind": "contact", "id": received["contact_id"], "status": "erased"} in outcome[
+            "subjects"
+        ]
+        latest = await asyncio.to_thread(scaled.app.recorder.max_notification_id)
+        for _ in range(300):
+            if relay.position >= (latest or 0):
+                break
+            await asyncio.sleep(0.05)
+        assert relay.position == latest
+        # the workers have applied it: the contact is gone from the read models
+        assert (await api.get(f"/v1/contacts/{received['contact_id']}"))[0] == 404
+    name = events_topic(scaled_settings.kafka_topic_prefix)
+    consumer = AIOKafkaConsumer(bootstrap_servers=scaled_settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(name, p) for p in range(scaled_settings.kafka_partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records = []
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(batch)
+    finally:
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer.stop()
+    erased = [r for r in records if dict(r.headers)["cc-topic"].endswith(b"Contact.Erased")]
+    assert len(erased) == 1  # a CRM consuming the topic learns to delete its copy...
+    header = dict(erased[0].headers)
+    assert header["cc-originator-id"].decode() == received["contact_id"]
+    blob = b"\x00".join(
+        (r.key or b"") + b"".join(k.encode() + v for k, v in r.headers) + (r.value or b"")
+        for r in records
+    )
+    assert b"Erasure Probe Ltd" in blob  # real payloads are scanned
+    assert [p for p in needles(*personal, "PLUMTREE-5512") if p in blob] == []  # ...and no more
+
+
 async def test_a_workflow_on_two_kafka_members_reacts_once_to_each_event(
     scaled_settings: Settings, scaled: Runtime
 ) -> None:
