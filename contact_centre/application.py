@@ -449,6 +449,14 @@ class ContactCentre(ChannelCommands, Application[UUID]):
             raise TenantInactiveError(f"tenant {tenant_id} is {entry['status']}")
         return entry
 
+    def _require_unpurged_tenant(self, uow: UnitOfWork, tenant_id: UUID) -> dict[str, Any]:
+        """Active or terminated (in or past its grace): legal holds can still be placed
+        and released on a terminated tenant, by the operator, until it is purged."""
+        entry = self._tenant_entry(uow, tenant_id)
+        if entry["status"] == TenantStatus.PURGED:
+            raise TenantInactiveError(f"tenant {tenant_id} is {entry['status']}")
+        return entry
+
     def _tenant_index_op(self, tenant: Tenant, kind: IndexOpKind) -> IndexOp:
         value = json.dumps(
             {
@@ -1020,7 +1028,7 @@ class ContactCentre(ChannelCommands, Application[UUID]):
         reason: str,
         actor: str,
     ) -> UUID:
-        self._require_active_tenant(uow, tenant_id)
+        self._require_unpurged_tenant(uow, tenant_id)
         if not reason.strip():
             raise ValidationError("a legal hold needs a reason")
         if target is HoldTarget.TENANT and target_id != tenant_id:
@@ -1041,7 +1049,7 @@ class ContactCentre(ChannelCommands, Application[UUID]):
         return hold_id
 
     def release_hold_in(self, uow: UnitOfWork, tenant_id: UUID, hold_id: UUID, actor: str) -> None:
-        self._require_active_tenant(uow, tenant_id)
+        self._require_unpurged_tenant(uow, tenant_id)
         hold = uow.get(hold_id, LegalHold, tenant_id)
         hold.release(actor, uow.now)
         uow.index(IndexOp(IndexOpKind.DELETE, NS_HOLD, f"{tenant_id}:{hold.index_key}:{hold_id}"))
@@ -1257,12 +1265,24 @@ class ContactCentre(ChannelCommands, Application[UUID]):
         """A sealed value in clear, or None when absent or erased."""
         return self._open_text(sealed)
 
+    def require_purgeable_in(self, uow: UnitOfWork, tenant_id: UUID) -> Tenant:
+        """The tenant, if it may be purged now: terminated, its grace over, and no legal
+        hold on it or on any of its contacts or conversations (a purge takes everything,
+        so a hold anywhere in the tenant postpones it; the sweep still expires what is due
+        around the held data). Checked before any key is destroyed."""
+        tenant = uow.get(tenant_id, Tenant)
+        if tenant.status is not TenantStatus.TERMINATED:
+            raise ConflictError("only a terminated tenant is purged")
+        if tenant.purge_after is not None and uow.now < tenant.purge_after:
+            raise ConflictError("the grace period has not ended")
+        if uow.scan(NS_HOLD, f"{tenant_id}:"):
+            raise ConflictError("a legal hold covers data of this tenant")
+        return tenant
+
     def purge_tenant_in(
         self, uow: UnitOfWork, tenant_id: UUID, certificate: dict[str, Any]
     ) -> None:
-        tenant = uow.get(tenant_id, Tenant)
-        if self.is_held(uow, tenant_id):
-            raise ConflictError("a legal hold covers this tenant")
+        tenant = self.require_purgeable_in(uow, tenant_id)
         tenant.purge(certificate, uow.now)
         uow.index(self._tenant_index_op(tenant, IndexOpKind.UPSERT))
         for namespace in TENANT_PREFIXED:

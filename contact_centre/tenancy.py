@@ -135,6 +135,8 @@ class Tenant(Aggregate):
         at: datetime
 
     def reactivate(self, at: datetime) -> None:
+        if self.status is TenantStatus.PURGED:
+            raise ConflictError("the tenant has been purged: nothing is left to reactivate")
         if self.status is not TenantStatus.TERMINATED:
             raise ConflictError("tenant is not terminated")
         if self.purge_after is not None and at >= self.purge_after:

@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from contact_centre.clock import Clock, ManualClock
+from contact_centre.compliance import HoldTarget
 from contact_centre.errors import DomainError
 from infra.config import ConfigError, Settings
 from infra.kafka.commands import add_commands as add_worker_commands
@@ -245,6 +247,58 @@ def cmd_retention_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hold(args: argparse.Namespace) -> int:
+    """Operator access to legal holds, also for a terminated tenant (whose own tokens no
+    longer work): a hold postpones the purge until it is released."""
+    settings = _settings(args)
+    runtime = build(settings, clock=_clock(args))
+    tenant_id = _tenant_arg(args.tenant_id)
+    app = runtime.app
+    actor = f"operator:{args.by}"
+    try:
+        result: dict[str, Any] = {}
+        if args.hold_command == "place":
+            target = HoldTarget(args.target_kind)
+            target_id = _uuid_arg(args.target_id, "target id")
+            hold_id, _ = app.run(
+                lambda uow: app.place_hold_in(uow, tenant_id, target, target_id, args.reason, actor)
+            )
+            result = {"hold_id": str(hold_id), "target_kind": target.value}
+            result["target_id"] = str(target_id)
+        elif args.hold_command == "release":
+            hold_id = _uuid_arg(args.hold_id, "hold id")
+            app.run(lambda uow: app.release_hold_in(uow, tenant_id, hold_id, actor))
+            result = {"hold_id": str(hold_id), "released": True}
+        runtime.settle()
+        if args.hold_command == "list":
+            with runtime.readdb.read() as tx:
+                rows = ledger.holds(tx, str(tenant_id))
+            result = {
+                "items": [
+                    {
+                        **row,
+                        "placed_at": _iso_micros(row["placed_at"]),
+                        "released_at": _iso_micros(row["released_at"]),
+                    }
+                    for row in rows
+                ]
+            }
+    except DomainError as error:
+        print(f"contact-centre: {error.detail}", file=sys.stderr)
+        return 1
+    finally:
+        runtime.close()
+    print(json.dumps(result))
+    return 0
+
+
+def _uuid_arg(value: str, what: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise SystemExit(f"contact-centre: {what} must be a UUID, not {value!r}") from None
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     settings = _settings(args)
     runtime = build(settings)
@@ -371,6 +425,27 @@ def parser() -> argparse.ArgumentParser:
     for sub in (terminate, reactivate, certificate):
         sub.add_argument("--data-dir")
         sub.set_defaults(handler=cmd_tenant_lifecycle)
+
+    hold = commands.add_parser(
+        "hold", help="legal holds, as the operator (also on a terminated tenant)"
+    )
+    hold_commands = hold.add_subparsers(dest="hold_command", required=True, metavar="ACTION")
+    place = hold_commands.add_parser(
+        "place", help='place a hold; prints {"hold_id", "target_kind", "target_id"}'
+    )
+    place.add_argument("tenant_id")
+    place.add_argument("target_kind", choices=[t.value for t in HoldTarget])
+    place.add_argument("target_id")
+    place.add_argument("--reason", required=True, help="why (recorded with the hold)")
+    release = hold_commands.add_parser("release", help="release a hold")
+    release.add_argument("tenant_id")
+    release.add_argument("hold_id")
+    listing = hold_commands.add_parser("list", help="list a tenant's holds as JSON")
+    listing.add_argument("tenant_id")
+    for sub in (place, release, listing):
+        sub.add_argument("--by", default="cli", help="who acts (recorded as operator:BY)")
+        sub.add_argument("--data-dir")
+        sub.set_defaults(handler=cmd_hold)
 
     retention = commands.add_parser("retention", help="retention of personal data")
     retention_commands = retention.add_subparsers(

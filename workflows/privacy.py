@@ -229,6 +229,8 @@ class PrivacyService:
                 raise NotFoundError(f"tenant {tenant_id} not found")
             if tenant.status is TenantStatus.PURGED:
                 raise ConflictError("the tenant has already been purged")
+            # refuse before anything is destroyed (a terminated tenant takes no new holds)
+            self._run(lambda uow: self.app.require_purgeable_in(uow, tenant_id))
             destroyed = self.vault.destroy_tenant(tenant_id)
             usage_deleted = sum(store.purge_tenant(tenant_id) for store in self.usage)
             certificate = {
@@ -278,7 +280,8 @@ class PrivacyService:
         tenant_held = ("tenant", str(tenant_id)) in held
         policy = RetentionPolicy.from_dict(loads(state["policy"]))
         grace_over = state["purge_after"] is not None and state["purge_after"] <= micros(now)
-        if state["status"] == "terminated" and grace_over and not tenant_held:
+        # a hold anywhere in the tenant postpones its purge; what is due around it still goes
+        if state["status"] == "terminated" and grace_over and not held:
             report.actions.append(
                 SweepAction(
                     str(tenant_id),
@@ -289,9 +292,14 @@ class PrivacyService:
                     due_at=_iso(state["purge_after"]),
                 )
             )
-            if not report.dry_run:
+            if report.dry_run:
+                return
+            try:
                 self.purge_tenant(tenant_id, now)
-            return
+                return
+            except ConflictError as error:  # a hold the ledger did not show yet
+                report.actions.pop()
+                log.info("purge of tenant %s postponed: %s", tenant_id, error.detail)
         if tenant_held:
             with self._read() as tx:
                 report.held += len(ledger.scopes(tx, str(tenant_id), status="live", limit=100_000))
