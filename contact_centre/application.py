@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     ApplicationRecorder,
@@ -200,6 +200,8 @@ class UnitOfWork:
         self._aggregates: dict[UUID, Aggregate] = {}
         self._ops: list[IndexOp] = []
         self._overlay: dict[tuple[str, str], str | None] = {}
+        self._scans: dict[tuple[str, str], dict[str, str]] = {}
+        self._cleared: list[tuple[str, str]] = []  # DELETE_PREFIX ops of this unit
         self.now = app.clock.now()
 
     # -- aggregates --------------------------------------------------------------------
@@ -221,10 +223,25 @@ class UnitOfWork:
     def add(self, aggregate: Aggregate) -> None:
         self._aggregates[aggregate.id] = aggregate
 
+    def load_many(self, aggregate_ids: Iterable[UUID]) -> None:
+        """Load many aggregates with one query, where the event store can (later ``get``
+        calls for them cost nothing); otherwise they load one by one when asked for."""
+        select_many = getattr(self.app.recorder, "select_events_many", None)
+        missing = sorted({i for i in aggregate_ids if i not in self._aggregates})
+        if select_many is None or not missing:
+            return
+        mapper = self.app.mapper
+        for aggregate_id, stored in select_many(missing).items():
+            aggregate = project_aggregate(None, [mapper.to_domain_event(e) for e in stored])
+            if aggregate is not None:
+                self._aggregates[aggregate_id] = aggregate
+
     # -- index -------------------------------------------------------------------------
     def lookup(self, namespace: str, key: str) -> str | None:
         if (namespace, key) in self._overlay:
             return self._overlay[(namespace, key)]
+        if any(ns == namespace and key.startswith(p) for ns, p in self._cleared):
+            return None
         value = self.app.index.get_many(namespace, [key]).get(key)
         self._overlay[(namespace, key)] = value
         return value
@@ -238,8 +255,18 @@ class UnitOfWork:
                 self._overlay[(namespace, key)] = found.get(key)
 
     def scan(self, namespace: str, prefix: str) -> dict[str, str]:
-        """Index entries whose key begins with ``prefix``, including this unit's changes."""
-        found = dict(self.app.index.scan_prefix(namespace, prefix))
+        """Index entries whose key begins with ``prefix``, including this unit's changes.
+        The store is asked once per prefix in a unit of work."""
+        stored = self._scans.get((namespace, prefix))
+        if stored is None:
+            stored = self._scans[(namespace, prefix)] = dict(
+                self.app.index.scan_prefix(namespace, prefix)
+            )
+        found = {
+            key: value
+            for key, value in stored.items()
+            if not any(ns == namespace and key.startswith(p) for ns, p in self._cleared)
+        }
         for (ns, key), value in self._overlay.items():
             if ns == namespace and key.startswith(prefix):
                 if value is None:
@@ -251,6 +278,7 @@ class UnitOfWork:
     def index(self, op: IndexOp) -> None:
         self._ops.append(op)
         if op.kind is IndexOpKind.DELETE_PREFIX:
+            self._cleared.append((op.namespace, op.key))
             for namespace, key in list(self._overlay):
                 if namespace == op.namespace and key.startswith(op.key):
                     self._overlay[(namespace, key)] = None
@@ -1014,8 +1042,10 @@ class ContactCentre(ChannelCommands, Application[UUID]):
 
     def is_held(self, uow: UnitOfWork, tenant_id: UUID, *targets: tuple[HoldTarget, UUID]) -> bool:
         """Whether a placed legal hold covers the tenant or any of the targets."""
+        holds = uow.scan(NS_HOLD, f"{tenant_id}:")  # a tenant's holds are few: one query
         for kind, target_id in [(HoldTarget.TENANT, tenant_id), *targets]:
-            if uow.scan(NS_HOLD, f"{tenant_id}:{kind.value}:{target_id}:"):
+            prefix = f"{tenant_id}:{kind.value}:{target_id}:"
+            if any(key.startswith(prefix) for key in holds):
                 return True
         return False
 
@@ -1122,6 +1152,17 @@ class ContactCentre(ChannelCommands, Application[UUID]):
             outcome.note("contact", contact_id, "held")
             return outcome
         conversations = uow.scan(NS_CONTACT_CONVERSATION, f"{tenant_id}:{contact_id}:")
+        if with_conversations:  # load them, and their thread entries, in one query each
+            uow.load_many(UUID(key.rsplit(":", 1)[1]) for key in conversations)
+            threads = []
+            for key in conversations:
+                loaded = uow.get(UUID(key.rsplit(":", 1)[1]), Conversation, tenant_id)
+                thread_key = self._open_text(loaded.thread)
+                if thread_key is not None:
+                    threads.append(
+                        self._blind(tenant_id, "thread", loaded.channel.value, thread_key)
+                    )
+            uow.preload(NS_THREAD, threads)
         for key in sorted(conversations) if with_conversations else []:
             conversation_id = UUID(key.rsplit(":", 1)[1])
             outcome.merge(

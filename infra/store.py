@@ -8,8 +8,9 @@ as the events they belong with, so a crash can never leave one without the other
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import (
     IntegrityError,
@@ -112,12 +113,36 @@ class SQLiteEventStoreRecorder(SQLiteProcessRecorder):
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), INDEX_DDL]
 
+    def select_events_many(self, originator_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
+        """Every event of many aggregates in one query (the erasure of a contact loads all
+        its conversations at once)."""
+        if not originator_ids:
+            return {}
+        marks = ", ".join("?" * len(originator_ids))
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT originator_id, originator_version, topic, state"
+                f" FROM {self.events_table_name} WHERE originator_id IN ({marks})"
+                " ORDER BY originator_id, originator_version",
+                [i.hex for i in originator_ids],
+            )
+            rows = [tuple(row) for row in c.fetchall()]
+        return _stored(rows, lambda v: UUID(str(v)))
+
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         returning = super()._insert_events(c, stored_events, **kwargs)
         _apply_index_ops(c.sqlite_cursor, kwargs.get("index_ops") or (), "?")
         return returning
+
+
+def _stored(rows: Iterable[Any], convert: Callable[[Any], UUID]) -> dict[UUID, list[StoredEvent]]:
+    found: dict[UUID, list[StoredEvent]] = {}
+    for originator_id, version, topic, state in rows:
+        oid = convert(originator_id)
+        found.setdefault(oid, []).append(StoredEvent(oid, version, topic, bytes(state)))
+    return found
 
 
 class SQLiteWriteIndex:
@@ -173,6 +198,22 @@ class PostgresEventStoreRecorder(PostgresProcessRecorder):
             tracking_table_name=f"{events_table_name}_tracking",
         )
         self.sql_create_statements.append(SQL(INDEX_DDL))  # type: ignore[arg-type]
+
+    def select_events_many(self, originator_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
+        """Every event of many aggregates in one query."""
+        if not originator_ids:
+            return {}
+        statement = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {schema}.{table}"
+            " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, [list(originator_ids)])
+            rows = [
+                (r["originator_id"], r["originator_version"], r["topic"], r["state"])
+                for r in curs.fetchall()
+            ]
+        return _stored(rows, lambda v: v if isinstance(v, UUID) else UUID(str(v)))
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
