@@ -44,6 +44,10 @@ configuration (environment variables):
   CC_WEBCHAT_CONNECTS_PER_MINUTE, CC_WEBCHAT_MESSAGES_PER_MINUTE
                         per-IP webchat limits (default 30 and 60)
   CC_PROJECTION_WAIT_MS how long a write waits for read models to show it (default 2000)
+  CC_WRITER_BATCH, CC_WRITER_QUEUE
+                        commands per write transaction (256), how many may wait (20000)
+  CC_RETENTION_INTERVAL_SECONDS
+                        how often serve runs the retention sweep (default 3600; 0: never)
 
 scaled mode (with CC_DATABASE_URL; see docs/scaled.md):
   CC_KAFKA_BOOTSTRAP    host:port[,host:port] of Kafka; serve then runs no projections and
