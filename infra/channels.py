@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 from channels.base import ChannelOptions
 from channels.email import EmailSender
 from channels.meta import MetaSender
-from channels.slack import SlackSender
+from channels.slack import SlackAlerter, SlackSender
 from channels.twilio import TwilioSender
 from channels.webchat import RateLimiter, WebchatHub, WebchatSender, parse_networks
 from infra.channel_config import ConfigStore
 from workflows.delivery import DeliveryPolicy, DeliveryTicker, Sender
+from workflows.sla import SlaAlerts
 
 if TYPE_CHECKING:
     from infra.runtime import Runtime
@@ -50,6 +51,7 @@ def install_channels(runtime: Runtime) -> ChannelServices:
         "webchat": WebchatSender(hub, runtime.clock.now),
     }
     runtime.add_policy(DeliveryPolicy())
+    runtime.add_policy(SlaAlerts(SlackAlerter(configs, options), settings.base_url))
     ticker = DeliveryTicker(runtime.make_app(), runtime.readdb.read, senders)
     runtime.add_ticker(ticker)
     return ChannelServices(
