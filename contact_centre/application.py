@@ -961,7 +961,10 @@ class ContactCentre(ChannelCommands, RoutingCommands, Application[UUID]):
     def abandon_in(
         self, uow: UnitOfWork, tenant_id: UUID, conversation_id: UUID, reason: str
     ) -> None:
-        self._conversation(uow, tenant_id, conversation_id).abandon(reason, uow.now)
+        conversation = self._conversation(uow, tenant_id, conversation_id)
+        if conversation.waiting_since is not None:
+            self._withdraw_offer(uow, conversation, "withdrawn")
+        conversation.abandon(reason, uow.now)
 
     def set_presence_in(
         self,

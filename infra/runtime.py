@@ -29,6 +29,7 @@ from infra.config import ConfigError, Settings
 from infra.db import Database, PostgresDatabase, SQLiteDatabase
 from infra.feed import Consumer, InProcessFeed, PolicyConsumer, ProjectionConsumer
 from infra.identities import PhoneEmailNormaliser
+from infra.live import LiveHub
 from infra.scheduler import TickerRunner
 from infra.store import (
     PostgresEventStoreRecorder,
@@ -124,6 +125,7 @@ class Runtime:
     channels: ChannelServices | None = None
     routing: RoutingFeed | None = None  # the routing state, in memory, following the log
     router: Router | None = None
+    live: LiveHub = field(default_factory=LiveHub)  # agents' and supervisors' sockets
     _closers: list[Any] = field(default_factory=list)
     started: bool = False
 
@@ -288,6 +290,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
 def install_routing(runtime: Runtime) -> None:
     """The routing state (rebuilt from the whole log in every process) and the router."""
     routing = RoutingFeed()
+    routing.listeners.append(runtime.live.on_events)
     runtime.feed.add(routing)
     runtime.routing = routing
     runtime.router = Router(runtime.make_app(), routing)

@@ -91,9 +91,15 @@ class QueueView:
     def serves(self, channel: str) -> bool:
         return not self.channels or channel in self.channels
 
-    def sl_threshold(self) -> int:
+    def sl_threshold(self, channel: str) -> int:
+        """The queue's threshold; unset, 20 s to answer voice and webchat, and a first
+        response within 4 h for email and 1 h for the other written channels."""
         value = self.settings.get("sl_threshold_seconds")
-        return int(value) if value else default_sl_threshold([Channel(c) for c in self.channels])
+        if value:
+            return int(value)
+        if channel in REAL_TIME:
+            return default_sl_threshold([Channel(channel)])
+        return default_sl_threshold([Channel(channel)]) if channel == "email" else 3600
 
     def offer_timeout(self, channel: str) -> int:
         value = self.settings.get("offer_timeout_seconds")
@@ -428,7 +434,7 @@ class RoutingState:
         if max_wait and queue.settings.get("overflow"):
             self._push_timer(work.queued_at + timedelta(seconds=int(max_wait)), "max_wait", work)
         if work.channel in REAL_TIME:
-            threshold = timedelta(seconds=queue.sl_threshold())
+            threshold = timedelta(seconds=queue.sl_threshold(work.channel))
             self._push_timer(work.queued_at + threshold, "sla_answer", work)
         else:
             self._schedule_first_response(work)
@@ -437,7 +443,7 @@ class RoutingState:
         queue = self.queues.get(work.queue_id) if work.queue_id else None
         if queue is None or work.first_inbound_at is None or work.channel in REAL_TIME:
             return
-        threshold = timedelta(seconds=queue.sl_threshold())
+        threshold = timedelta(seconds=queue.sl_threshold(work.channel))
         self._push_timer(work.first_inbound_at + threshold, "sla_first_response", work)
 
     def due(self, now: datetime) -> list[Due]:
@@ -493,7 +499,7 @@ class RoutingState:
             ):
                 return Due("overflow", work.tenant_id, work.id, detail="max_wait")
             return None
-        threshold = queue.sl_threshold()
+        threshold = queue.sl_threshold(work.channel)
         if kind == "sla_answer":
             started = work.queued_at
             if not work.waiting or started + timedelta(seconds=threshold) > at:

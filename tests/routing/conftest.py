@@ -7,6 +7,7 @@ import pytest
 from contact_centre.clock import ManualClock
 from infra.config import Settings
 from infra.runtime import Runtime, build
+from tests.channels.conftest import clouds  # noqa: F401  (the local Slack stand-in)
 from tests.routing.support import T0, Desk
 
 
