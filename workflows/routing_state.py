@@ -58,17 +58,32 @@ class AgentView:
     presence_reason: str | None = None
     work: dict[UUID, str] = field(default_factory=dict)
     pending: dict[UUID, str] = field(default_factory=dict)  # decided, not yet recorded
+    load: dict[str, int] = field(default_factory=dict)  # per channel: work and pending
     idle_since: datetime | None = None
     queues: set[UUID] = field(default_factory=set)
+    pairs: list[Pair] = field(default_factory=list)  # (queue, channel) it could take
     declines: deque[tuple[UUID, str, datetime]] = field(
         default_factory=lambda: deque(maxlen=RECENT_DECLINES)
     )
     version: int = 0
 
     def free(self, channel: str) -> int:
-        held = sum(1 for c in self.work.values() if c == channel)
-        held += sum(1 for c in self.pending.values() if c == channel)
-        return self.capacity.get(channel, 0) - held
+        return self.capacity.get(channel, 0) - self.load.get(channel, 0)
+
+    def hold(self, table: dict[UUID, str], conversation_id: UUID, channel: str) -> None:
+        if conversation_id not in table:
+            self.load[channel] = self.load.get(channel, 0) + 1
+        else:
+            old = table[conversation_id]
+            self.load[old] -= 1
+            self.load[channel] = self.load.get(channel, 0) + 1
+        table[conversation_id] = channel
+
+    def drop(self, table: dict[UUID, str], conversation_id: UUID) -> str | None:
+        channel = table.pop(conversation_id, None)
+        if channel is not None:
+            self.load[channel] -= 1
+        return channel
 
     @property
     def available(self) -> bool:
@@ -195,19 +210,28 @@ class RoutingState:
         self.changed_agents.add(agent.id)
         if not agent.available:
             return
-        for queue_id in agent.queues:
-            queue = self.queues.get(queue_id)
-            if queue is None:
-                continue
-            for channel, limit in agent.capacity.items():
-                if limit > 0 and queue.serves(channel) and agent.free(channel) > 0:
-                    pair = (queue_id, channel)
-                    heap = self._free.setdefault(pair, [])
-                    idle = agent.idle_since or _EPOCH
-                    heapq.heappush(heap, (idle, str(agent.id), agent.version, agent.id))
+        idle = agent.idle_since or _EPOCH
+        entry = (idle, str(agent.id), agent.version, agent.id)
+        for pair in agent.pairs:
+            if agent.free(pair[1]) > 0:
+                heap = self._free.get(pair)
+                if heap is None:
+                    heap = self._free[pair] = []
+                heapq.heappush(heap, entry)
+                if len(heap) >= self._compact_at.get((False, pair), 64):
                     self._compact(self._free, pair)
-                    if self._waiting.get(pair):
-                        self._dirty.add(pair)
+                if self._waiting.get(pair):
+                    self._dirty.add(pair)
+
+    def _repair(self, agent: AgentView) -> None:
+        """Recompute the (queue, channel) pairs an agent could take work from."""
+        agent.pairs = [
+            (queue_id, channel)
+            for queue_id in sorted(agent.queues, key=str)
+            if (queue := self.queues.get(queue_id)) is not None
+            for channel, limit in sorted(agent.capacity.items())
+            if limit > 0 and queue.serves(channel)
+        ]
 
     def _presence(self, e: Agent.PresenceChanged) -> None:
         agent = self.agents.get(e.originator_id)
@@ -229,21 +253,22 @@ class RoutingState:
         agent = self.agents.get(e.originator_id)
         if agent is not None:
             agent.capacity = dict(e.capacity)
+            self._repair(agent)
             self._agent_changed(agent)
 
     def _work_offered(self, e: Agent.WorkOffered) -> None:
         agent = self.agents.get(e.originator_id)
         if agent is not None:
-            agent.pending.pop(e.conversation_id, None)
-            agent.work[e.conversation_id] = e.channel
+            agent.drop(agent.pending, e.conversation_id)
+            agent.hold(agent.work, e.conversation_id, e.channel)
             agent.idle_since = e.at
             self._agent_changed(agent)
 
     def _work_taken(self, e: Agent.WorkTaken) -> None:
         agent = self.agents.get(e.originator_id)
         if agent is not None:
-            agent.pending.pop(e.conversation_id, None)
-            agent.work[e.conversation_id] = e.channel
+            agent.drop(agent.pending, e.conversation_id)
+            agent.hold(agent.work, e.conversation_id, e.channel)
             agent.idle_since = e.at
             self._agent_changed(agent)
 
@@ -251,7 +276,7 @@ class RoutingState:
         agent = self.agents.get(e.originator_id)
         if agent is None:
             return
-        agent.work.pop(e.conversation_id, None)
+        agent.drop(agent.work, e.conversation_id)
         agent.idle_since = e.at
         if e.reason in ("declined", "expired"):
             agent.declines.append((e.conversation_id, e.reason, e.at))
@@ -269,6 +294,7 @@ class RoutingState:
             for q in self.queues.values()
             if q.tenant_id == agent.tenant_id and _satisfies(agent.levels, q.required)
         }
+        self._repair(agent)
         self._agent_changed(agent)
 
     # -- queues ---------------------------------------------------------------------------
@@ -293,11 +319,11 @@ class RoutingState:
             if agent.tenant_id != queue.tenant_id:
                 continue
             eligible = _satisfies(agent.levels, queue.required)
-            if eligible != (queue.id in agent.queues):
-                if eligible:
-                    agent.queues.add(queue.id)
-                else:
-                    agent.queues.discard(queue.id)
+            if eligible:
+                agent.queues.add(queue.id)
+            else:
+                agent.queues.discard(queue.id)
+            self._repair(agent)
             self._agent_changed(agent)
         for work in self.work.values():
             if work.queue_id == queue.id and work.waiting:
@@ -343,8 +369,10 @@ class RoutingState:
         assert work.queue_id is not None
         pair = (work.queue_id, work.channel)
         neg, since, key = work.sort_key()
-        heapq.heappush(self._waiting.setdefault(pair, []), (neg, since, key, work.version, work.id))
-        self._compact(self._waiting, pair)
+        heap = self._waiting.setdefault(pair, [])
+        heapq.heappush(heap, (neg, since, key, work.version, work.id))
+        if len(heap) >= self._compact_at.get((True, pair), 64):
+            self._compact(self._waiting, pair)
         if self._free.get(pair):
             self._dirty.add(pair)
 
@@ -556,7 +584,7 @@ class RoutingState:
                 queue = self.queues[pair[0]]
                 work.pending_agent = agent.id
                 work.version += 1
-                agent.pending[work.id] = work.channel
+                agent.hold(agent.pending, work.id, work.channel)
                 self._agent_changed(agent)
                 decisions.append(
                     Decision(work.tenant_id, work.id, agent.id, queue.offer_timeout(work.channel))
@@ -617,7 +645,7 @@ class RoutingState:
         """The write side refused a decision: forget it and look again."""
         work = self.work.get(decision.conversation_id)
         agent = self.agents.get(decision.agent_id)
-        if agent is not None and agent.pending.pop(decision.conversation_id, None) is not None:
+        if agent is not None and agent.drop(agent.pending, decision.conversation_id) is not None:
             self._agent_changed(agent)
         if work is not None and work.pending_agent == decision.agent_id:
             work.pending_agent = None

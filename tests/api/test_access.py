@@ -18,6 +18,7 @@ OPEN_ROUTES = {("GET", "/health"), ("GET", "/ready")}
 SIGNED_ROUTES = {
     ("POST", "/v1/channels/{tenant_id}/twilio/voice"),
     ("POST", "/v1/channels/{tenant_id}/twilio/voice/status"),
+    ("POST", "/v1/channels/{tenant_id}/twilio/voice/connect"),
     ("POST", "/v1/channels/{tenant_id}/twilio/voice/recording"),
     ("POST", "/v1/channels/{tenant_id}/twilio/voice/transcription"),
     ("POST", "/v1/channels/{tenant_id}/twilio/sms"),

@@ -6,10 +6,13 @@ from uuid import UUID
 
 import pytest
 
-from contact_centre.conversations import ConversationStatus
+from contact_centre.clock import ManualClock
+from contact_centre.conversations import Conversation, ConversationStatus
 from contact_centre.errors import ConflictError
 from contact_centre.interaction import Channel
 from contact_centre.staff import AgentPresence
+from infra.config import Settings
+from infra.runtime import build
 from tests.routing.support import Desk
 
 
@@ -184,3 +187,95 @@ def test_offers_refuse_a_second_agent_and_over_capacity(desk: Desk) -> None:
 
 def _ids(*values: UUID) -> list[str]:
     return sorted(str(v) for v in values)
+
+
+def test_the_routing_state_and_its_timers_survive_a_restart(
+    desk: Desk, settings: Settings, manual: ManualClock
+) -> None:
+    desk.queue("Chat", [Channel.WEBCHAT], sl_threshold_seconds=60)
+    ann = desk.agent("Ann")
+    desk.at(0)
+    chat = desk.arrive()
+    desk.tick()
+    assert desk.offered_to(chat) == ann
+    assert desk.rt.routing is not None
+    before = desk.rt.routing.state.snapshot()
+    desk.rt.close()
+
+    restarted = build(settings, clock=manual)
+    try:
+        again = Desk(restarted, manual, desk.tenant)
+        restarted.catch_up()
+        assert restarted.routing is not None
+        assert restarted.routing.state.snapshot() == before
+        again.at(21)  # the offer made before the restart expires after it
+        again.tick()
+        assert again.offered_to(chat) is None
+        assert again.agent_state(ann).work == {}
+        again.at(61)  # and the SLA timer started before it runs out after it
+        again.tick()
+        breaches = [
+            e
+            for e in restarted.app.repository.event_store.get(chat)
+            if isinstance(e, Conversation.SlaBreached)
+        ]
+        assert [(b.kind, b.waited_seconds) for b in breaches] == [("answer", 61)]
+    finally:
+        restarted.close()
+
+
+def test_a_closed_queue_overflows_to_voicemail(desk: Desk) -> None:
+    hours = {"timezone": "Europe/Oslo", "weekly": {"mon": [["08:00", "09:30"]]}}
+    desk.queue(
+        "Phones",
+        [Channel.VOICE],
+        business_hours=hours,
+        overflow={"target": "voicemail"},
+    )
+    desk.at(0)  # Monday 09:00 UTC is 10:00 in Oslo: closed since 09:30
+    call = desk.arrive(Channel.VOICE)
+    desk.tick()
+    conversation = desk.conversation(call)
+    assert conversation.waiting_since is None
+    overflowed = [
+        e
+        for e in desk.app.repository.event_store.get(call)
+        if isinstance(e, Conversation.Overflowed)
+    ]
+    assert [(e.target, e.reason) for e in overflowed] == [("voicemail", "closed")]
+
+
+def test_an_open_queue_keeps_its_work(desk: Desk) -> None:
+    hours = {"timezone": "Europe/Oslo", "weekly": {"mon": [["08:00", "16:00"]]}}
+    desk.queue("Phones", [Channel.VOICE], business_hours=hours, overflow={"target": "callback"})
+    desk.at(0)
+    call = desk.arrive(Channel.VOICE)
+    desk.tick()
+    assert desk.conversation(call).waiting_since is not None
+
+
+def test_a_customer_reopening_goes_back_to_the_agent_with_room(desk: Desk) -> None:
+    desk.queue("Texts", [Channel.SMS])
+    ann = desk.agent("Ann")
+    text = desk.arrive(Channel.SMS, sender="+447700900321")
+    desk.tick()
+    desk.do(lambda u: desk.app.accept_in(u, desk.tenant, text, ann))
+    desk.do(
+        lambda u: desk.app.change_status_in(
+            u, desk.tenant, text, ConversationStatus.RESOLVED, f"agent:{ann}"
+        )
+    )
+    assert desk.agent_state(ann).work == {}
+    again = desk.arrive(Channel.SMS, "one more thing", sender="+447700900321")
+    assert again == text
+    assert desk.conversation(text).assignee_id == ann
+    assert text in desk.agent_state(ann).work
+    desk.presence(ann, AgentPresence.OFFLINE)
+    desk.do(
+        lambda u: desk.app.change_status_in(
+            u, desk.tenant, text, ConversationStatus.RESOLVED, f"agent:{ann}"
+        )
+    )
+    desk.arrive(Channel.SMS, "hello?", sender="+447700900321")
+    assert desk.conversation(text).assignee_id is None  # its agent left: the queue has it
+    assert desk.conversation(text).waiting_since is not None
