@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from contact_centre.conversations import Conversation
 from contact_centre.interaction import Channel
 from contact_centre.privacy import Sealed
-from contact_centre.staff import Agent, AgentPresence, Queue, skills_satisfy
+from contact_centre.staff import Agent, AgentPresence, Queue
 from workflows.routing_state import Decision, RoutingState
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -176,13 +176,13 @@ def run_engine(world: World, decisions: int, arrivals_per_round: int) -> dict[st
 
 
 def run_baseline(world: World, decisions: int) -> dict[str, float]:
-    """Sort-and-pick over the same state, without indexes."""
+    """Sort-and-pick over the same state, without indexes: per decision, sort the waiting
+    work and the available agents, then take the first work with an eligible agent."""
     state = world.state
     latencies: list[float] = []
     routing_time = 0.0
     made = 0
     started = time.perf_counter()
-    required = {q.id: list(q.settings.get("required_skills", [])) for q in world.queues}
     while made < decisions:
         t = time.perf_counter()
         waiting = sorted(
@@ -193,20 +193,18 @@ def run_baseline(world: World, decisions: int) -> dict[str, float]:
             ),
             key=lambda w: (-w.priority, w.waiting_since, str(w.id)),
         )
+        agents = sorted(
+            (a for a in state.agents.values() if a.available),
+            key=lambda a: (a.idle_since, str(a.id)),
+        )
         choice = None
         for work in waiting:
-            best = None
-            for agent in world.agents.values():
-                view = state.agents[agent.id]
-                if (
-                    view.available
-                    and view.free(work.channel) > 0
-                    and skills_satisfy(agent.skills, required[work.queue_id])  # type: ignore[index]
-                    and (best is None or (view.idle_since, str(view.id)) < best[0])
-                ):
-                    best = ((view.idle_since, str(view.id)), agent)
-            if best is not None:
-                choice = (work, best[1])
+            agent = next(
+                (a for a in agents if work.queue_id in a.queues and a.free(work.channel) > 0),
+                None,
+            )
+            if agent is not None:
+                choice = (work, agent)
                 break
         latencies.append(time.perf_counter() - t)
         if choice is None:

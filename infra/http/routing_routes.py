@@ -244,25 +244,27 @@ async def _socket(request: web.Request, principal: Principal, agent: bool) -> we
         else:
             hello = rt.live.supervisor_hello(feed.state, principal.tenant_id)
         rt.live.add(connection)
+    reader = asyncio.create_task(_drain(ws))
+    getter: asyncio.Task[dict[str, Any] | None] | None = None
     try:
         await ws.send_json(hello)
-        reader = asyncio.create_task(_drain(ws))
         while not ws.closed:
             getter = asyncio.create_task(connection.queue.get())
             done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
             if getter not in done:
-                getter.cancel()
                 break
             message = getter.result()
             if message is None:  # the client fell too far behind
                 await ws.close(code=1013, message=b"too slow")
                 break
             await ws.send_json(message)
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
     finally:
         rt.live.remove(connection)
+        for task in (getter, reader):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
     return ws
 
 

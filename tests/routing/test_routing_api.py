@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from contact_centre.clock import ShiftedClock
 from infra.config import Settings
 from infra.runtime import Runtime
 from tests.helpers import Api, eventually, settle
@@ -129,3 +131,67 @@ async def test_accept_transfer_and_wrap_up_over_http(
     assert ann_row["presence"] == "offline"
     assert ann_row["offers"] == []
     assert client is not None
+
+
+async def test_changing_an_agents_skills_changes_what_it_sees(api: Api, runtime: Runtime) -> None:
+    _, vip = await api.post("/v1/queues", {"name": "VIP", "channels": ["sms"]})
+    await api.call("PATCH", f"/v1/queues/{vip['queue_id']}", json={"required_skills": ["vip"]})
+    _, agent = await api.post("/v1/agents", {"name": "Ann"})
+    agent_api = api.as_token(await api.issue_token("agent", agent_id=agent["agent_id"]))
+    ids = await api.receive(channel="sms", body="VIP here")
+    path = f"/v1/conversations/{ids['conversation_id']}"
+    await eventually(lambda: _queued(api, path))
+    assert (await agent_api.get(path))[0] == 404
+    status, changed = await api.call(
+        "PATCH", f"/v1/agents/{agent['agent_id']}", json={"skills": ["vip:2"]}
+    )
+    assert (status, changed["skills"]) == (200, ["vip:2"])
+    assert (await agent_api.get(path))[0] == 200
+    _, listing = await api.get("/v1/agents")
+    assert listing["items"][0]["skills"] == ["vip:2"]
+
+
+async def _queued(api: Api, path: str) -> bool:
+    _, detail = await api.get(path)
+    return detail["queue_id"] is not None
+
+
+async def test_breaches_and_overflow_show_on_the_dashboard_and_the_supervisor_socket(
+    api: Api, client: TestClient[Any, Any], runtime: Runtime, clock: ShiftedClock
+) -> None:
+    _, queue = await api.post("/v1/queues", {"name": "Chat", "channels": ["sms"]})
+    limits = {
+        "sl_threshold_seconds": 30,
+        "max_wait_seconds": 120,
+        "overflow": {"target": "callback"},
+    }
+    await api.call("PATCH", f"/v1/queues/{queue['queue_id']}", json=limits)
+    supervisor = await api.issue_token("supervisor")
+    headers = {"Authorization": f"Bearer {supervisor}"}
+    async with client.ws_connect("/v1/supervisor/ws", headers=headers) as ws:
+        assert (await ws.receive_json())["type"] == "hello"
+        ids = await api.receive(channel="sms", body="Anyone there?")
+        await eventually(lambda: _queued(api, f"/v1/conversations/{ids['conversation_id']}"))
+        clock.advance(timedelta(hours=2))  # past the first reply's threshold and the max wait
+
+        async def breach() -> dict[str, Any] | None:
+            message = await ws.receive_json()
+            return message if message["type"] == "sla_breach" else None
+
+        pushed = await eventually(breach)
+        assert pushed["conversation_id"] == ids["conversation_id"]
+        assert pushed["kind"] == "first_response"
+
+    async def on_dashboard() -> dict[str, Any] | None:
+        _, live = await api.get("/v1/metrics/live")
+        return live if live["sla_breaches"]["last_24_hours"] else None
+
+    live = await eventually(on_dashboard)
+    recent = live["sla_breaches"]["recent"][0]
+    assert (recent["queue_id"], recent["threshold_seconds"]) == (queue["queue_id"], 30)
+
+    async def overflowed() -> bool:
+        _, rows = await api.get("/v1/metrics/intervals")  # the last 24 hours
+        return any(r["overflowed"] == 1 for r in rows["items"])
+
+    assert await eventually(overflowed)
