@@ -155,6 +155,7 @@ def run_engine(world: World, decisions: int, arrivals_per_round: int) -> dict[st
         for _ in range(arrivals_per_round):
             arrive(world, world.now)
         finish_some(world, arrivals_per_round)
+        world.state.retired.clear()  # what the feed does after each batch
         agent = next(pending, None)
         if agent is not None:
             agent.change_presence(AgentPresence.AVAILABLE, None, world.now)

@@ -192,7 +192,7 @@ class LiveHub:
                     }
                 )
                 continue
-            work = state.work.get(e.originator_id)
+            work = state.work.get(e.originator_id) or state.retired.get(e.originator_id)
             if work is None:
                 continue
             if kind in MESSAGE_EVENTS and work.assignee_id == me:

@@ -53,13 +53,21 @@ class RoutingFeed:
             if last_position <= self._position:
                 return
             events = [item.event for item in items]
-            self.state.apply_all(events)
+            try:
+                self.state.apply_all(events)
+            except Exception:
+                # A half-applied batch leaves the state unknown: start again from the log.
+                log.exception("routing state failed at %d: rebuilding it", last_position)
+                self.state = RoutingState()
+                self._position = 0
+                raise
             self._position = last_position
             for listener in self.listeners:
                 try:
                     listener(events, self.state)
                 except Exception:  # a push must never stop routing
                     log.exception("routing listener failed")
+            self.state.retired.clear()
             has_work = self.state.has_work()
         if has_work and self.on_work is not None:
             self.on_work()

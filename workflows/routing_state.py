@@ -185,6 +185,10 @@ class RoutingState:
         self._timers: list[tuple[datetime, int, str, UUID, int]] = []
         self._timer_seq = 0
         self._compact_at: dict[tuple[bool, Pair], int] = {}
+        # Resolved conversations, kept small until they come back (a customer reopens one):
+        # tenant, channel, queue, assignee, priority. Closed ones are forgotten (final).
+        self._dormant: dict[UUID, tuple[UUID, str, UUID | None, UUID | None, int]] = {}
+        self.retired: dict[UUID, WorkView] = {}  # this batch's: for live pushes, then cleared
         self.changed_agents: set[UUID] = set()  # for live pushes: drained by the reader
         self.changed_queues: set[UUID] = set()
 
@@ -333,8 +337,40 @@ class RoutingState:
     def _opened(self, e: Conversation.Opened) -> None:
         self.work[e.originator_id] = WorkView(e.originator_id, e.tenant_id, e.channel)
 
+    def _work(self, conversation_id: UUID) -> WorkView | None:
+        """The conversation's view, woken from its dormant record if it was resolved."""
+        work = self.work.get(conversation_id)
+        if work is None:
+            dormant = self._dormant.pop(conversation_id, None)
+            if dormant is not None:
+                tenant_id, channel, queue_id, assignee_id, priority = dormant
+                work = WorkView(
+                    conversation_id,
+                    tenant_id,
+                    channel,
+                    queue_id=queue_id,
+                    priority=priority,
+                    assignee_id=assignee_id,
+                )
+                self.work[conversation_id] = work
+        return work
+
+    def _retire(self, work: WorkView, final: bool) -> None:
+        """Keep a resolved conversation as a small record (closed: not at all); its heap
+        entries and timers lapse, since they no longer find it."""
+        del self.work[work.id]
+        self.retired[work.id] = work
+        if not final:
+            self._dormant[work.id] = (
+                work.tenant_id,
+                work.channel,
+                work.queue_id,
+                work.assignee_id,
+                work.priority,
+            )
+
     def _received(self, e: Conversation.MessageReceived) -> None:
-        work = self.work.get(e.originator_id)
+        work = self._work(e.originator_id)
         if work is not None and work.first_inbound_at is None:
             work.first_inbound_at = e.occurred_at
             self._schedule_first_response(work)
@@ -345,7 +381,7 @@ class RoutingState:
             work.responded = True
 
     def _queued(self, e: Conversation.Queued) -> None:
-        work = self.work.get(e.originator_id)
+        work = self._work(e.originator_id)
         if work is None:
             return
         old = work.queue_id
@@ -377,7 +413,7 @@ class RoutingState:
             self._dirty.add(pair)
 
     def _offered(self, e: Conversation.Offered) -> None:
-        work = self.work.get(e.originator_id)
+        work = self._work(e.originator_id)
         if work is None:
             return
         work.pending_agent = None
@@ -388,7 +424,7 @@ class RoutingState:
         self._touch_queue(work)
 
     def _offer_declined(self, e: Conversation.OfferDeclined) -> None:
-        work = self.work.get(e.originator_id)
+        work = self._work(e.originator_id)
         if work is None:
             return
         work.offered_to = None
@@ -400,7 +436,7 @@ class RoutingState:
         self._touch_queue(work)
 
     def _assigned(self, e: Conversation.Assigned) -> None:
-        work = self.work.get(e.originator_id)
+        work = self._work(e.originator_id)
         if work is None:
             return
         work.assignee_id = e.agent_id
@@ -417,6 +453,8 @@ class RoutingState:
         """Abandoned, resolved, closed, or overflowed to voicemail or callback."""
         work = self.work.get(e.originator_id)
         if work is None:
+            if isinstance(e, Conversation.Closed):
+                self._dormant.pop(e.originator_id, None)
             return
         if isinstance(e, Conversation.Overflowed) and e.target == "queue":
             work.offered_to = None
@@ -427,9 +465,11 @@ class RoutingState:
         work.offer_expires_at = None
         work.version += 1
         self._touch_queue(work)
+        if isinstance(e, Conversation.Resolved | Conversation.Closed):
+            self._retire(work, final=isinstance(e, Conversation.Closed))
 
     def _reopened(self, e: Conversation.Reopened) -> None:
-        work = self.work.get(e.originator_id)
+        work = self._work(e.originator_id)
         if work is not None:
             work.responded = False
             work.first_inbound_at = None
@@ -444,6 +484,8 @@ class RoutingState:
         for table in (self.agents, self.queues, self.work):
             for key in [k for k, v in table.items() if v.tenant_id == tenant]:
                 del table[key]
+        for key in [k for k, v in self._dormant.items() if v[0] == tenant]:
+            del self._dormant[key]
 
     def _touch_queue(self, work: WorkView) -> None:
         if work.queue_id is not None:
@@ -723,6 +765,10 @@ class RoutingState:
                     "breaches": sorted(w.breaches),
                 }
                 for w in sorted(self.work.values(), key=lambda w: str(w.id))
+            },
+            "dormant": {
+                str(k): [str(v) if v is not None else None for v in record]
+                for k, record in sorted(self._dormant.items(), key=lambda kv: str(kv[0]))
             },
         }
 

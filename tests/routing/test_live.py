@@ -71,6 +71,13 @@ async def test_agents_and_supervisors_see_offers_and_live_state(
         assert message["direction"] == "inbound"
         assert "body" not in message  # pushes carry ids, never content
 
+        wrap = {"disposition": "delivered"}
+        status, _ = await agent_api.post(f"/v1/conversations/{conversation}/wrap-up", wrap)
+        assert status == 200
+        await _until(agent_ws, "inbox", conversation_id=conversation, change="resolved")
+        freed = await _until(desk_ws, "agent", agent_id=agent_id, load={})
+        assert freed["offers"] == []
+
 
 async def test_live_sockets_authenticate_like_the_api(
     api: Api, client: TestClient[Any, Any], runtime: Runtime
