@@ -25,7 +25,8 @@ from eventsourcing.domain import event
 from contact_centre.contacts import Contact
 from contact_centre.conversations import Conversation, ConversationStatus, MessageContent
 from contact_centre.errors import ConflictError, NotFoundError, ValidationError
-from contact_centre.interaction import Channel
+from contact_centre.interaction import Channel, Identity, IdentityKind
+from contact_centre.ports import IdentityNormaliser
 from contact_centre.privacy import Scope, ScopeKind, Sealed, Sealer
 from contact_centre.staff import Agent, AgentPresence, Queue, default_offer_timeout
 from contact_centre.tenanted import TenantAggregate
@@ -185,6 +186,7 @@ class RoutingCommands:
 
     if TYPE_CHECKING:  # provided by ContactCentre
         sealer: Sealer
+        normaliser: IdentityNormaliser
 
         def _require_active_tenant(self, uow: UnitOfWork, tenant_id: UUID) -> dict[str, Any]: ...
 
@@ -202,8 +204,14 @@ class RoutingCommands:
     def configure_routing_rules_in(
         self, uow: UnitOfWork, tenant_id: UUID, doc: Any
     ) -> dict[str, Any]:
-        self._require_active_tenant(uow, tenant_id)
+        entry = self._require_active_tenant(uow, tenant_id)
         config = check_rules(doc)
+        for rule in config["rules"]:
+            if "recipients" in rule["match"]:
+                rule["match"]["recipients"] = [
+                    self._normal_address(a, entry.get("phone_region"))
+                    for a in rule["match"]["recipients"]
+                ]
         wanted = {r["queue_id"] for r in config["rules"]}
         if config["default_queue_id"]:
             wanted.add(config["default_queue_id"])
@@ -223,6 +231,15 @@ class RoutingCommands:
         records = Scope(tenant_id, ScopeKind.TENANT_RECORDS, tenant_id)
         rules.configure(self.sealer.seal(records, json.dumps(config, sort_keys=True)), uow.now)
         return config
+
+    def _normal_address(self, address: str, region: str | None) -> str:
+        """A rule's recipient as ingest normalises it (E.164, lower-case email); other
+        addresses (handles, widget ids) are compared as given."""
+        kind = IdentityKind.EMAIL if "@" in address else IdentityKind.PHONE
+        try:
+            return self.normaliser.normalise(Identity(kind, address), region).address.lower()
+        except ValidationError:
+            return address
 
     def routing_rules(self, uow: UnitOfWork, tenant_id: UUID) -> dict[str, Any]:
         try:

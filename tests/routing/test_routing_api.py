@@ -195,3 +195,22 @@ async def test_breaches_and_overflow_show_on_the_dashboard_and_the_supervisor_so
         return any(r["overflowed"] == 1 for r in rows["items"])
 
     assert await eventually(overflowed)
+
+
+async def test_rule_recipients_are_normalised_like_ingest(api: Api) -> None:
+    _, queue = await api.post("/v1/queues", {"name": "Sales"})
+    rules = {
+        "rules": [
+            {
+                "match": {"recipients": ["+44 20 7183 8751", "Sales@Acme.Example", "slack:C0X"]},
+                "queue_id": queue["queue_id"],
+            }
+        ]
+    }
+    status, saved = await api.call("PUT", "/v1/routing/rules", json=rules)
+    assert status == 200, saved
+    assert saved["rules"][0]["match"]["recipients"] == [
+        "+442071838751",
+        "sales@acme.example",
+        "slack:c0x",
+    ]
