@@ -4,10 +4,12 @@ Slack thread; replies go back into the thread with ``chat.postMessage``."""
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -23,6 +25,8 @@ from contact_centre.interaction import (
     IdentityKind,
     Interaction,
 )
+
+log = logging.getLogger(__name__)
 
 PROVIDER = "slack"
 # Message subtypes that are a person writing; every other subtype (edits, deletions,
@@ -152,3 +156,29 @@ class SlackSender(ProviderSender):
         except (TimeoutError, urllib.error.URLError) as error:
             return unreachable(error)
         return SendResult.accepted(f"{channel}:{response['ts']}", "sent")
+
+
+class SlackAlerter(ProviderSender):
+    """Posts supervisor alerts into the tenant's alerts channel (``alerts_channel_id`` of
+    its Slack settings) with the bot token. Alerts carry no personal data."""
+
+    provider = PROVIDER
+    credential = "bot_token"  # the name of the secret setting
+
+    def post(self, tenant_id: UUID, text: str) -> bool:
+        credentials = self.credentials(tenant_id)
+        if credentials is None:
+            return False
+        config, token = credentials
+        channel = config.text("alerts_channel_id")
+        if not channel:
+            return False
+        kwargs: dict[str, Any] = {"token": token, "timeout": int(self.options.http_timeout)}
+        if self.options.slack_api_base:
+            kwargs["base_url"] = self.options.slack_api_base.rstrip("/") + "/"
+        try:
+            WebClient(**kwargs).chat_postMessage(channel=channel, text=text)
+        except (SlackApiError, TimeoutError, urllib.error.URLError) as error:
+            log.warning("slack alert for tenant %s failed: %s", tenant_id, type(error).__name__)
+            return False
+        return True

@@ -368,3 +368,46 @@ def _never_connected(error: requests.exceptions.ConnectionError) -> bool:
 
 def status_callback_url(options: ChannelOptions, tenant_id: UUID, delivery_id: UUID) -> str:
     return options.webhook_url(tenant_id, f"twilio/sms/status?delivery={delivery_id}")
+
+
+# -- routing: connecting a waiting call to the agent who accepted it ----------------------
+def agent_client(agent_id: UUID) -> str:
+    """The Twilio Client identity of an agent's device (softphone): ``agent-<id>``."""
+    return f"agent-{agent_id}"
+
+
+def connect_twiml(agent_id: UUID) -> str:
+    """TwiML that takes the caller out of the queue and rings the agent's device."""
+    response = VoiceResponse()
+    dial = response.dial()
+    dial.client(agent_client(agent_id))
+    return str(response)
+
+
+class TwilioCallConnector(ProviderSender):
+    """Redirects a queued call (Calls resource ``update(url=…)``) to our connect TwiML,
+    which dials the agent who accepted it; the call leaves its ``<Enqueue>``."""
+
+    provider = PROVIDER
+    credential = "auth_token"  # the name of the secret setting
+
+    def connect(self, tenant_id: UUID, call_sid: str, agent_id: UUID) -> bool:
+        credentials = self.credentials(tenant_id)
+        if credentials is None or not credentials[0].text("account_sid"):
+            return False
+        config, token = credentials
+        client = Client(
+            config.text("account_sid"),
+            token,
+            http_client=RebasedHttpClient(self.options.twilio_api_base, self.options.http_timeout),
+            environment={},
+        )
+        url = self.options.webhook_url(tenant_id, f"twilio/voice/connect?agent={agent_id}")
+        try:
+            client.calls(call_sid).update(url=url, method="POST")
+        except (TwilioRestException, requests.exceptions.RequestException) as error:
+            log.warning(
+                "connecting a call for tenant %s failed: %s", tenant_id, type(error).__name__
+            )
+            return False
+        return True

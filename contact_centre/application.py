@@ -57,6 +57,7 @@ from contact_centre.interaction import (
 from contact_centre.ports import IdentityNormaliser, IndexOp, IndexOpKind, WriteIndex
 from contact_centre.privacy import Scope, ScopeKind, Sealed, Sealer
 from contact_centre.retention import RetentionPolicy
+from contact_centre.routing import RoutingCommands
 from contact_centre.staff import Agent, AgentPresence, Queue
 from contact_centre.tenancy import ApiToken, Role, Tenant, TenantStatus
 
@@ -301,7 +302,7 @@ class UnitOfWork:
                     cache.get(aggregate_id, evict=True)
 
 
-class ContactCentre(ChannelCommands, Application[UUID]):
+class ContactCentre(ChannelCommands, RoutingCommands, Application[UUID]):
     """The contact-centre application service (channel use cases: :mod:`channel_service`)."""
 
     name = "contact_centre"
@@ -861,7 +862,11 @@ class ContactCentre(ChannelCommands, Application[UUID]):
         actor: str,
     ) -> bool:
         conversation = self._conversation(uow, tenant_id, conversation_id)
-        return conversation.change_status(status, actor, uow.now)
+        changed = conversation.change_status(status, actor, uow.now)
+        if changed and status in (ConversationStatus.RESOLVED, ConversationStatus.CLOSED):
+            # the agent's slot on this channel is free again
+            self._release(uow, tenant_id, conversation.assignee_id, conversation_id, status.value)
+        return changed
 
     def assign_in(
         self,
@@ -871,10 +876,20 @@ class ContactCentre(ChannelCommands, Application[UUID]):
         agent_id: UUID | None,
         actor: str,
     ) -> None:
+        """Assign directly (or unassign): an open offer to another agent is withdrawn and
+        the previous assignee's slot freed; the new assignee must have free capacity on
+        the conversation's channel (an offer to that agent turns into the assignment)."""
         conversation = self._conversation(uow, tenant_id, conversation_id)
-        if agent_id is not None:
-            uow.get(agent_id, Agent, tenant_id)
+        agent = uow.get(agent_id, Agent, tenant_id) if agent_id is not None else None
+        previous = conversation.assignee_id
+        if previous == agent_id:
+            return
+        if conversation.offered_to is not None and conversation.offered_to != agent_id:
+            self._withdraw_offer(uow, conversation, "withdrawn")
         conversation.assign(agent_id, actor, uow.now)
+        if agent is not None:
+            agent.take_work(conversation_id, conversation.channel.value, uow.now)
+        self._release(uow, tenant_id, previous, conversation_id, "reassigned")
 
     # == contacts ======================================================================
     def correct_contact_in(
@@ -968,6 +983,8 @@ class ContactCentre(ChannelCommands, Application[UUID]):
         """Place a conversation in a queue (``priority`` defaults to the queue's)."""
         conversation = self._conversation(uow, tenant_id, conversation_id)
         queue = uow.get(queue_id, Queue, tenant_id)
+        previous = conversation.assignee_id
+        self._withdraw_offer(uow, conversation, "withdrawn")
         conversation.queue(
             queue.id,
             queue.priority if priority is None else priority,
@@ -975,11 +992,15 @@ class ContactCentre(ChannelCommands, Application[UUID]):
             uow.now,
             waiting_since=conversation.waiting_since if keep_waiting_since else None,
         )
+        self._release(uow, tenant_id, previous, conversation_id, "requeued")
 
     def abandon_in(
         self, uow: UnitOfWork, tenant_id: UUID, conversation_id: UUID, reason: str
     ) -> None:
-        self._conversation(uow, tenant_id, conversation_id).abandon(reason, uow.now)
+        conversation = self._conversation(uow, tenant_id, conversation_id)
+        if conversation.waiting_since is not None:
+            self._withdraw_offer(uow, conversation, "withdrawn")
+        conversation.abandon(reason, uow.now)
 
     def set_presence_in(
         self,
@@ -989,8 +1010,16 @@ class ContactCentre(ChannelCommands, Application[UUID]):
         presence: AgentPresence,
         reason: str | None = None,
     ) -> bool:
+        """Change presence. Going offline returns the agent's work to its queues at its
+        original wait time; busy or away withdraws open offers (work in hand stays)."""
         self._require_active_tenant(uow, tenant_id)
-        return uow.get(agent_id, Agent, tenant_id).change_presence(presence, reason, uow.now)
+        agent = uow.get(agent_id, Agent, tenant_id)
+        changed = agent.change_presence(presence, reason, uow.now)
+        if presence is AgentPresence.OFFLINE:
+            self.return_work_in(uow, tenant_id, agent, "agent_offline")
+        elif presence is not AgentPresence.AVAILABLE:
+            self.withdraw_offers_in(uow, tenant_id, agent)
+        return changed
 
     def configure_queue_in(
         self, uow: UnitOfWork, tenant_id: UUID, queue_id: UUID, changes: dict[str, Any]
@@ -1117,7 +1146,10 @@ class ContactCentre(ChannelCommands, Application[UUID]):
             thread_hash = self._blind(tenant_id, "thread", conversation.channel.value, thread_key)
             if uow.lookup(NS_THREAD, thread_hash) == str(conversation_id):
                 uow.index(IndexOp(IndexOpKind.DELETE, NS_THREAD, thread_hash))
+        assignee, offered = conversation.assignee_id, conversation.offered_to
         conversation.erase_content(reason, request_id, uow.now)
+        for agent_id in {a for a in (assignee, offered) if a is not None}:
+            self._release(uow, tenant_id, agent_id, conversation_id, "closed")
         outcome.note("conversation", conversation_id, "erased")
         outcome.scopes += [
             Scope.conversation(tenant_id, conversation_id).id,
@@ -1197,6 +1229,7 @@ class ContactCentre(ChannelCommands, Application[UUID]):
         tokens are revoked."""
         self._require_active_tenant(uow, tenant_id)
         agent = uow.get(agent_id, Agent, tenant_id)
+        self.return_work_in(uow, tenant_id, agent, "agent_deleted")
         agent.erase(uow.now)
         for key in uow.scan(NS_AGENT_TOKEN, f"{tenant_id}:{agent_id}:"):
             self.revoke_token_in(uow, tenant_id, UUID(key.rsplit(":", 1)[1]))

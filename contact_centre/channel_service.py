@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from contact_centre.application import ContactCentre, ReceiveResult, UnitOfWork
 
+CALL_ENDED = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 NS_ONCE = "once"  # blind(what happened) -> "1": callbacks that must be recorded once
 NS_CLAIM = "claim"  # sha256(kind, value) -> tenant id: widget keys and mailboxes
 NS_BLOCK = "block"  # blind(kind, value) -> visitor block id
@@ -86,6 +87,10 @@ class ChannelCommands:
         def _require_active_tenant(self, uow: UnitOfWork, tenant_id: UUID) -> dict[str, Any]: ...
 
         def _tenant_entry(self, uow: UnitOfWork, tenant_id: UUID) -> dict[str, Any]: ...
+
+        def abandon_in(
+            self, uow: UnitOfWork, tenant_id: UUID, conversation_id: UUID, reason: str
+        ) -> None: ...
 
         def _conversation(
             self, uow: UnitOfWork, tenant_id: UUID, conversation_id: UUID
@@ -248,6 +253,9 @@ class ChannelCommands:
         if not self._once(uow, tenant_id, "call-status", provider, call_id, status):
             return False
         conversation.record_call_status(call_ref, status, duration_seconds, uow.now)
+        if status in CALL_ENDED and conversation.waiting_since is not None:
+            # the caller hung up while waiting for an agent
+            self.abandon_in(uow, tenant_id, conversation.id, "caller_hung_up")
         return True
 
     def attach_recording_in(

@@ -90,6 +90,13 @@ class Conversation(TenantAggregate):
         self.queue_id: UUID | None = None
         self.priority = 0
         self.waiting_since: datetime | None = None  # set while queued and unanswered
+        # when the current wait in a queue began; kept after an answer, so that work
+        # re-queued (its agent went offline) waits from its original time
+        self.queued_since: datetime | None = None
+        self.offered_to: UUID | None = None  # the one agent an offer is open to
+        self.offer_expires_at: datetime | None = None
+        self.disposition: str | None = None
+        self.sla_breaches: set[str] = set()  # "<kind>:<wait start>" already recorded
         self.content_erased = False
         # What a reply needs to find its way back: the provider and the sealed content
         # (sender, recipient, provider message id, subject) of the latest inbound message.
@@ -211,6 +218,8 @@ class Conversation(TenantAggregate):
     @event(Assigned)
     def _assigned(self, agent_id: UUID | None, by: str, at: datetime) -> None:
         self.assignee_id = agent_id
+        self.offered_to = None
+        self.offer_expires_at = None
         if agent_id is not None:
             self.waiting_since = None
 
@@ -251,6 +260,9 @@ class Conversation(TenantAggregate):
         self.priority = priority
         self.assignee_id = None
         self.waiting_since = waiting_since
+        self.queued_since = waiting_since
+        self.offered_to = None
+        self.offer_expires_at = None
 
     class Abandoned(TenantAggregate.Event):
         """The customer left while waiting, before any agent answered."""
@@ -266,6 +278,183 @@ class Conversation(TenantAggregate):
     @event(Abandoned)
     def _abandoned(self, reason: str, at: datetime) -> None:
         self.waiting_since = None
+        self.offered_to = None
+        self.offer_expires_at = None
+
+    # -- routing: offers, transfers, wrap-up, overflow, SLA ---------------------------------
+    class Offered(TenantAggregate.Event):
+        """Offered to one agent while waiting; the offer lapses at ``expires_at``."""
+
+        agent_id: UUID
+        expires_at: datetime
+        at: datetime
+
+    def offer(self, agent_id: UUID, expires_at: datetime, at: datetime) -> None:
+        self._require_not_closed("offer")
+        if self.waiting_since is None:
+            raise ConflictError("only a conversation waiting in a queue can be offered")
+        if self.offered_to is not None:
+            raise ConflictError("the conversation is already offered to an agent")
+        self._offered(agent_id=agent_id, expires_at=expires_at, at=at)
+
+    @event(Offered)
+    def _offered(self, agent_id: UUID, expires_at: datetime, at: datetime) -> None:
+        self.offered_to = agent_id
+        self.offer_expires_at = expires_at
+
+    class OfferDeclined(TenantAggregate.Event):
+        """An offer ended without an answer: ``reason`` is declined (by the agent),
+        expired (not accepted in time) or withdrawn (the agent left, or the conversation
+        went elsewhere). The conversation waits on."""
+
+        agent_id: UUID
+        reason: str
+        at: datetime
+
+    def end_offer(self, agent_id: UUID, reason: str, at: datetime) -> None:
+        if self.offered_to != agent_id:
+            raise ConflictError("there is no open offer of this conversation to that agent")
+        self._offer_declined(agent_id=agent_id, reason=reason, at=at)
+
+    @event(OfferDeclined)
+    def _offer_declined(self, agent_id: UUID, reason: str, at: datetime) -> None:
+        self.offered_to = None
+        self.offer_expires_at = None
+
+    class Transferred(TenantAggregate.Event):
+        """Handed on by its agent to a queue or to another agent (``target`` is "queue"
+        or "agent"); the note, if any, is a NoteAdded event beside this one."""
+
+        from_agent_id: UUID | None
+        target: str
+        target_id: UUID
+        note_id: UUID | None
+        at: datetime
+
+    def record_transfer(
+        self,
+        from_agent_id: UUID | None,
+        target: str,
+        target_id: UUID,
+        note_id: UUID | None,
+        at: datetime,
+    ) -> None:
+        self._require_not_closed("transfer")
+        self._transferred(
+            from_agent_id=from_agent_id, target=target, target_id=target_id, note_id=note_id, at=at
+        )
+
+    @event(Transferred)
+    def _transferred(
+        self,
+        from_agent_id: UUID | None,
+        target: str,
+        target_id: UUID,
+        note_id: UUID | None,
+        at: datetime,
+    ) -> None:
+        pass
+
+    class WrappedUp(TenantAggregate.Event):
+        """The agent's after-contact work: a disposition code of the tenant's (a label,
+        never personal data)."""
+
+        agent_id: UUID
+        disposition: str
+        at: datetime
+
+    def wrap_up(self, agent_id: UUID, disposition: str, at: datetime) -> None:
+        self._require_not_closed("wrap up")
+        if self.assignee_id != agent_id:
+            raise ConflictError("only the conversation's agent wraps it up")
+        self._wrapped_up(agent_id=agent_id, disposition=disposition, at=at)
+
+    @event(WrappedUp)
+    def _wrapped_up(self, agent_id: UUID, disposition: str, at: datetime) -> None:
+        self.disposition = disposition
+
+    class Overflowed(TenantAggregate.Event):
+        """Left its queue unanswered because it waited longer than the queue's maximum
+        or the queue was closed (``reason``: max_wait or closed). ``target`` is queue
+        (it is Queued there next), voicemail or callback (the wait ends)."""
+
+        from_queue_id: UUID
+        target: str
+        target_queue_id: UUID | None
+        reason: str
+        at: datetime
+
+    def overflow(
+        self, target: str, target_queue_id: UUID | None, reason: str, at: datetime
+    ) -> None:
+        if self.waiting_since is None or self.queue_id is None:
+            raise ConflictError("only waiting work overflows")
+        self._overflowed(
+            from_queue_id=self.queue_id,
+            target=target,
+            target_queue_id=target_queue_id,
+            reason=reason,
+            at=at,
+        )
+
+    @event(Overflowed)
+    def _overflowed(
+        self,
+        from_queue_id: UUID,
+        target: str,
+        target_queue_id: UUID | None,
+        reason: str,
+        at: datetime,
+    ) -> None:
+        self.offered_to = None
+        self.offer_expires_at = None
+        if target != "queue":
+            self.waiting_since = None
+
+    class SlaBreached(TenantAggregate.Event):
+        """A service-level timer ran out: ``kind`` answer (no agent took it within the
+        queue's threshold) or first_response (no reply within it). ``started`` is when
+        the timer began (one breach per kind and start)."""
+
+        queue_id: UUID
+        kind: str
+        threshold_seconds: int
+        waited_seconds: int
+        started: datetime
+        at: datetime
+
+    def breach_sla(
+        self,
+        queue_id: UUID,
+        kind: str,
+        threshold_seconds: int,
+        started: datetime,
+        at: datetime,
+    ) -> bool:
+        key = f"{kind}:{started.isoformat()}"
+        if key in self.sla_breaches:
+            return False
+        self._sla_breached(
+            queue_id=queue_id,
+            kind=kind,
+            threshold_seconds=threshold_seconds,
+            waited_seconds=int((at - started).total_seconds()),
+            started=started,
+            at=at,
+        )
+        return True
+
+    @event(SlaBreached)
+    def _sla_breached(
+        self,
+        queue_id: UUID,
+        kind: str,
+        threshold_seconds: int,
+        waited_seconds: int,
+        started: datetime,
+        at: datetime,
+    ) -> None:
+        self.sla_breaches.add(f"{kind}:{started.isoformat()}")
 
     class MarkedPending(TenantAggregate.Event):
         by: str
@@ -283,6 +472,8 @@ class Conversation(TenantAggregate):
     def _resolved(self, by: str, at: datetime) -> None:
         self.status = ConversationStatus.RESOLVED
         self.waiting_since = None
+        self.offered_to = None
+        self.offer_expires_at = None
 
     class Reopened(TenantAggregate.Event):
         by: str
@@ -301,6 +492,8 @@ class Conversation(TenantAggregate):
     def _closed(self, by: str, at: datetime) -> None:
         self.status = ConversationStatus.CLOSED
         self.waiting_since = None
+        self.offered_to = None
+        self.offer_expires_at = None
 
     def change_status(self, target: ConversationStatus, by: str, at: datetime) -> bool:
         """Move to ``target``; return False when already there. Closed is final."""

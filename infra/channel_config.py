@@ -149,7 +149,10 @@ SCHEMAS: dict[Provider, ProviderSchema] = {
         required_secrets=("auth_token",),
     ),
     Provider.SLACK: ProviderSchema(
-        public={"channel_ids": _list(_text(32, r"^[A-Z0-9]+$"))},
+        public={
+            "channel_ids": _list(_text(32, r"^[A-Z0-9]+$")),
+            "alerts_channel_id": _text(32, r"^[A-Z0-9]+$"),  # supervisors' SLA alerts
+        },
         secrets=("signing_secret", "bot_token"),
         required=("channel_ids",),
         required_secrets=("signing_secret", "bot_token"),

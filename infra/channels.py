@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING
 from channels.base import ChannelOptions
 from channels.email import EmailSender
 from channels.meta import MetaSender
-from channels.slack import SlackSender
-from channels.twilio import TwilioSender
+from channels.slack import SlackAlerter, SlackSender
+from channels.twilio import TwilioCallConnector, TwilioSender
 from channels.webchat import RateLimiter, WebchatHub, WebchatSender, parse_networks
 from infra.channel_config import ConfigStore
 from workflows.delivery import DeliveryPolicy, DeliveryTicker, Sender
+from workflows.sla import SlaAlerts
+from workflows.voice import VoiceConnect
 
 if TYPE_CHECKING:
     from infra.runtime import Runtime
@@ -50,6 +52,8 @@ def install_channels(runtime: Runtime) -> ChannelServices:
         "webchat": WebchatSender(hub, runtime.clock.now),
     }
     runtime.add_policy(DeliveryPolicy())
+    runtime.add_policy(SlaAlerts(SlackAlerter(configs, options), settings.base_url))
+    runtime.add_policy(VoiceConnect({"twilio": TwilioCallConnector(configs, options)}))
     ticker = DeliveryTicker(runtime.make_app(), runtime.readdb.read, senders)
     runtime.add_ticker(ticker)
     return ChannelServices(

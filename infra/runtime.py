@@ -31,6 +31,7 @@ from infra.config import ConfigError, Settings
 from infra.db import Database, PostgresDatabase, SQLiteDatabase
 from infra.feed import Consumer, InProcessFeed, PolicyConsumer, ProjectionConsumer
 from infra.identities import PhoneEmailNormaliser
+from infra.live import LiveHub
 from infra.scheduler import TickerRunner
 from infra.store import (
     PostgresEventStoreRecorder,
@@ -54,6 +55,7 @@ from projections.timeline import TimelineProjection
 from workflows.base import Policy, Ticker
 from workflows.placement import DefaultPlacement, QueueFinder
 from workflows.privacy import PrivacyService, RetentionTicker
+from workflows.routing import Router, RoutingFeed
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +141,9 @@ class Runtime:
     policies: list[PolicyConsumer] = field(default_factory=list)
     tickers: TickerRunner | None = None
     channels: ChannelServices | None = None
+    routing: RoutingFeed | None = None  # the routing state, in memory, following the log
+    router: Router | None = None
+    live: LiveHub = field(default_factory=LiveHub)  # agents' and supervisors' sockets
     _closers: list[Any] = field(default_factory=list)
     started: bool = False
 
@@ -220,6 +225,8 @@ class Runtime:
             raise RuntimeError("in scaled mode projections and workflows run in Kafka workers")
         for _ in range(100):  # workflows' events feed projections and other workflows
             consumers: list[Consumer] = [*self.consumers, *self.policies]
+            if self.routing is not None:
+                consumers.append(self.routing)
             read = sum(self.feed.catch_up(c) for c in consumers)
             if read == 0:
                 return
@@ -340,8 +347,25 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     runtime.add_policy(DefaultPlacement(QueueFinder(readdb.read)))
     if settings.retention_interval_seconds > 0:
         runtime.add_ticker(RetentionTicker(privacy, settings.retention_interval_seconds))
+    install_routing(runtime)
     runtime.channels = install_channels(runtime)
     return runtime
+
+
+def install_routing(runtime: Runtime) -> None:
+    """The routing state (rebuilt from the whole log in every process) and the router."""
+    routing = RoutingFeed()
+    routing.listeners.append(runtime.live.on_events)
+    runtime.feed.add(routing)
+    runtime.routing = routing
+    runtime.router = Router(runtime.make_app(), routing)
+    runtime.add_ticker(runtime.router)
+
+    def wake() -> None:
+        if runtime.tickers is not None:
+            runtime.tickers.wake(Router.name)
+
+    routing.on_work = wake
 
 
 def _evict(app: ContactCentre, recorded: Sequence[tuple[int, Any]]) -> None:

@@ -64,6 +64,13 @@ class DirectoryProjection(Projection):
             ),
         )
 
+    @handles(Agent.SkillsChanged)
+    def _agent_skills(self, tx: Tx, e: Agent.SkillsChanged, position: int) -> None:
+        """Skills decide which queues an agent works, and so what it may see."""
+        tx.execute(
+            "UPDATE rm_agents SET skills = ? WHERE id = ?", (dumps(e.skills), str(e.originator_id))
+        )
+
     @handles(Agent.Erased)
     def _agent_erased(self, tx: Tx, e: Agent.Erased, position: int) -> None:
         tx.execute(

@@ -24,17 +24,20 @@ def interval_of(moment: int) -> int:
 
 class MetricsProjection(Projection):
     name = "metrics"
+    version = 2
     tables = (
         "rm_metric_intervals",
         "rm_metric_conversations",
         "rm_metric_queues",
         "rm_agent_presence",
+        "rm_sla_breaches",
     )
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_metric_intervals ("
         " tenant_id TEXT NOT NULL, queue_id TEXT NOT NULL, channel TEXT NOT NULL,"
         " interval_start BIGINT NOT NULL, offered INTEGER NOT NULL DEFAULT 0,"
         " answered INTEGER NOT NULL DEFAULT 0, abandoned INTEGER NOT NULL DEFAULT 0,"
+        " overflowed INTEGER NOT NULL DEFAULT 0,"
         " answered_in_sl INTEGER NOT NULL DEFAULT 0, answer_time BIGINT NOT NULL DEFAULT 0,"
         " handled INTEGER NOT NULL DEFAULT 0, handle_time BIGINT NOT NULL DEFAULT 0,"
         " responded INTEGER NOT NULL DEFAULT 0, response_time BIGINT NOT NULL DEFAULT 0,"
@@ -51,6 +54,12 @@ class MetricsProjection(Projection):
         "CREATE TABLE IF NOT EXISTS rm_agent_presence ("
         " agent_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, presence TEXT NOT NULL,"
         " since BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS rm_sla_breaches ("
+        " conversation_id TEXT NOT NULL, kind TEXT NOT NULL, started BIGINT NOT NULL,"
+        " tenant_id TEXT NOT NULL, queue_id TEXT NOT NULL, threshold_seconds INTEGER NOT NULL,"
+        " waited_seconds INTEGER NOT NULL, at BIGINT NOT NULL,"
+        " PRIMARY KEY (conversation_id, kind, started))",
+        "CREATE INDEX IF NOT EXISTS rm_sla_breaches_recent ON rm_sla_breaches (tenant_id, at)",
     )
 
     def _bump(self, tx: Tx, tenant: str, queue: str, channel: str, start: int, **adds: int) -> None:
@@ -195,6 +204,44 @@ class MetricsProjection(Projection):
             "UPDATE rm_metric_conversations SET offered_at = NULL WHERE id = ?", (conversation_id,)
         )
 
+    @handles(Conversation.Overflowed)
+    def _overflowed(self, tx: Tx, e: Conversation.Overflowed, position: int) -> None:
+        """The offer ends unanswered and not abandoned; to another queue, the Queued event
+        that follows is a new offer there."""
+        conversation_id = str(e.originator_id)
+        state = self._conversation(tx, conversation_id)
+        if state is None or state["offered_at"] is None or state["answered_at"] is not None:
+            return
+        self._bump(
+            tx,
+            state["tenant_id"],
+            state["queue_id"],
+            state["channel"],
+            int(state["interval_start"]),
+            overflowed=1,
+        )
+        tx.execute(
+            "UPDATE rm_metric_conversations SET offered_at = NULL WHERE id = ?", (conversation_id,)
+        )
+
+    @handles(Conversation.SlaBreached)
+    def _sla_breached(self, tx: Tx, e: Conversation.SlaBreached, position: int) -> None:
+        tx.execute(
+            "INSERT INTO rm_sla_breaches (conversation_id, kind, started, tenant_id, queue_id,"
+            " threshold_seconds, waited_seconds, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (conversation_id, kind, started) DO NOTHING",
+            (
+                str(e.originator_id),
+                e.kind,
+                micros(e.started),
+                str(e.tenant_id),
+                str(e.queue_id),
+                e.threshold_seconds,
+                e.waited_seconds,
+                micros(e.at),
+            ),
+        )
+
     @handles(Conversation.MessageReceived)
     def _received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
         tx.execute(
@@ -260,6 +307,7 @@ INTERVAL_KEYS = (
     "offered",
     "answered",
     "abandoned",
+    "overflowed",
     "answered_in_sl",
     "answer_time",
     "handled",
@@ -314,3 +362,29 @@ def in_progress(tx: Tx, tenant_id: str, queue_ids: list[str] | None = None) -> i
     tx.execute(f"SELECT COUNT(*) FROM rm_metric_conversations WHERE {' AND '.join(where)}", params)
     row = tx.fetchone()
     return int(row[0]) if row else 0
+
+
+BREACH_KEYS = ("conversation_id", "queue_id", "kind", "threshold_seconds", "waited_seconds", "at")
+
+
+def sla_breaches(
+    tx: Tx, tenant_id: str, since: int, queue_ids: list[str] | None = None, limit: int = 20
+) -> tuple[int, list[dict[str, Any]]]:
+    """How many SLA breaches were recorded since ``since``, and the latest ``limit``."""
+    where = ["tenant_id = ?", "at >= ?"]
+    params: list[Any] = [tenant_id, since]
+    if queue_ids is not None:
+        if not queue_ids:
+            return 0, []
+        where.append(f"queue_id IN ({', '.join('?' * len(queue_ids))})")
+        params.extend(queue_ids)
+    clause = " AND ".join(where)
+    tx.execute(f"SELECT COUNT(*) FROM rm_sla_breaches WHERE {clause}", params)
+    row = tx.fetchone()
+    tx.execute(
+        f"SELECT {', '.join(BREACH_KEYS)} FROM rm_sla_breaches WHERE {clause}"
+        f" ORDER BY at DESC, conversation_id LIMIT {int(limit)}",
+        params,
+    )
+    recent = [dict(zip(BREACH_KEYS, r, strict=True)) for r in tx.fetchall()]
+    return (int(row[0]) if row else 0), recent

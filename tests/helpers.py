@@ -111,3 +111,13 @@ async def settle(runtime: Runtime, timeout: float = 5.0) -> None:
     for consumer in runtime.consumers:
         ok = await runtime.feed.progress.wait(consumer.name, latest, timeout)
         assert ok, f"projection {consumer.name} did not reach {latest}"
+
+
+async def eventually(check: Any, seconds: float = 10) -> Any:
+    """Await ``check()`` until it returns something truthy (bounded by ``seconds``)."""
+    async with asyncio.timeout(seconds):
+        while True:
+            found = await check()
+            if found:
+                return found
+            await asyncio.sleep(0.05)

@@ -1,9 +1,14 @@
-"""Default placement: new work waits in the tenant's queue for its channel.
+"""Placement: new work waits in the queue the tenant's routing rules choose.
 
-This is the simple rule that holds until routing rules are configured (the routing
-workflow replaces it): a new conversation, or one its customer reopens while nobody has
-it, is queued in the tenant's highest-priority queue that serves its channel (a queue
-with no channel filter serves every channel; ties go to the oldest queue).
+A new conversation is queued by the first routing rule that matches it (channel,
+recipient address, keywords of the first message, contact attributes unless the contact
+is restricted), else in the rules' default queue. A tenant with no rules keeps the
+default behaviour: the highest-priority queue that serves the channel (a queue with no
+channel filter serves every channel; ties go to the oldest queue).
+
+A conversation its customer reopens goes back to its agent when that agent still has
+room for it, else back to its queue. The policy also frees an agent's slot when a
+conversation it held ended by a path that did not free it (e.g. an erasure).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from uuid import UUID
 
 from contact_centre.application import UnitOfWork
 from contact_centre.conversations import Conversation
+from contact_centre.errors import ConflictError
+from contact_centre.staff import Agent, AgentPresence
 from projections.base import Tx, loads
 from workflows.base import Policy, reacts_to
 
@@ -52,19 +59,44 @@ class DefaultPlacement(Policy):
 
     @reacts_to(Conversation.Opened)
     def _opened(self, uow: UnitOfWork, e: Conversation.Opened, position: int) -> None:
-        queue_id = self.finder.queue_for(e.tenant_id, e.channel)
-        if queue_id is not None:
-            uow.app.queue_conversation_in(uow, e.tenant_id, e.originator_id, queue_id, None, "new")
+        chosen = uow.app.route_by_rules_in(uow, e.tenant_id, e.originator_id)
+        if chosen is not None:
+            queue_id, priority = chosen
+            uow.app.queue_conversation_in(
+                uow, e.tenant_id, e.originator_id, queue_id, priority, "new"
+            )
+            return
+        found = self.finder.queue_for(e.tenant_id, e.channel)
+        if found is not None:
+            uow.app.queue_conversation_in(uow, e.tenant_id, e.originator_id, found, None, "new")
 
     @reacts_to(Conversation.Reopened)
     def _reopened(self, uow: UnitOfWork, e: Conversation.Reopened, position: int) -> None:
         conversation = uow.get(e.originator_id, Conversation, e.tenant_id)
-        if e.reason != "customer_replied" or conversation.assignee_id is not None:
+        if e.reason != "customer_replied":
             return
+        if conversation.assignee_id is not None:
+            agent = uow.get(conversation.assignee_id, Agent, e.tenant_id)
+            if agent.presence is not AgentPresence.OFFLINE and not agent.erased:
+                try:
+                    agent.take_work(e.originator_id, conversation.channel.value, uow.now)
+                    return
+                except ConflictError:
+                    pass  # no room: back to the queue
+            elif conversation.id in agent.work:
+                return
         queue_id = conversation.queue_id or self.finder.queue_for(
             e.tenant_id, conversation.channel.value
         )
         if queue_id is not None:
             uow.app.queue_conversation_in(
                 uow, e.tenant_id, e.originator_id, queue_id, None, "reopened"
+            )
+
+    @reacts_to(Conversation.Resolved, Conversation.Closed)
+    def _ended(self, uow: UnitOfWork, e: Any, position: int) -> None:
+        conversation = uow.get(e.originator_id, Conversation, e.tenant_id)
+        if conversation.assignee_id is not None:
+            uow.app.release_finished_in(
+                uow, e.tenant_id, e.originator_id, conversation.assignee_id, "resolved"
             )

@@ -15,6 +15,7 @@ from infra.http.channel_routes import setup_channel_routes
 from infra.http.errors import error_middleware
 from infra.http.keys import AUTH, RUNTIME
 from infra.http.routes import setup_routes
+from infra.http.routing_routes import setup_routing_routes
 from infra.runtime import Runtime
 from infra.smtp import SmtpListener
 
@@ -41,6 +42,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> web.Applicat
     app[RUNTIME] = runtime
     app[AUTH] = Authenticator(runtime.app)
     setup_routes(app)
+    setup_routing_routes(app)
     setup_channel_routes(app)
     if manage_runtime:
 

@@ -157,6 +157,17 @@ async def twilio_voice(request: web.Request) -> web.Response:
 
 
 @webhook
+async def twilio_voice_connect(request: web.Request) -> web.Response:
+    """Twilio fetches this when a queued call is redirected to the agent who accepted it."""
+    await _twilio(request)  # verifies the signature
+    try:
+        agent_id = UUID(request.query.get("agent", ""))
+    except ValueError:
+        raise WebhookError(400, "malformed_payload", "agent is not an id") from None
+    return _xml(twilio.connect_twiml(agent_id))
+
+
+@webhook
 async def twilio_voice_status(request: web.Request) -> web.Response:
     rt, config, params = await _twilio(request)
     call = twilio.parse_call_status(params)
@@ -484,6 +495,7 @@ def setup_channel_routes(app: web.Application) -> None:
     base = "/v1/channels/{tenant_id}"
     app.router.add_post(f"{base}/twilio/voice", twilio_voice)
     app.router.add_post(f"{base}/twilio/voice/status", twilio_voice_status)
+    app.router.add_post(f"{base}/twilio/voice/connect", twilio_voice_connect)
     app.router.add_post(f"{base}/twilio/voice/recording", twilio_voice_recording)
     app.router.add_post(f"{base}/twilio/voice/transcription", twilio_voice_transcription)
     app.router.add_post(f"{base}/twilio/sms", twilio_sms)

@@ -24,6 +24,7 @@ from projections.base import micros
 WATCHERS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.AGENT})
 MAX_RANGE = timedelta(days=31)
 SEVEN_DAYS = 7 * 86_400 * 1_000_000
+DAY = 86_400 * 1_000_000
 
 
 def visible_queues(tx: Tx, principal: Principal) -> list[str] | None:
@@ -109,6 +110,7 @@ async def live_metrics(request: web.Request) -> web.Response:
             presence = metrics.presence_counts(tx, tenant)
             working = metrics.in_progress(tx, tenant, allowed)
             open_requests = retention.requests(tx, tenant, status="open")
+            breach_count, recent = metrics.sla_breaches(tx, tenant, now - DAY, allowed)
         waits = [max(0, now - int(r["waiting_since"])) // 1_000_000 for r in rows]
         return {
             "at": iso(now),
@@ -116,6 +118,20 @@ async def live_metrics(request: web.Request) -> web.Response:
             "longest_wait_seconds": max(waits, default=0),
             "in_progress": working,
             "agents": {p: presence.get(p, 0) for p in ("available", "busy", "away", "offline")},
+            "sla_breaches": {
+                "last_24_hours": breach_count,
+                "recent": [
+                    {
+                        "conversation_id": b["conversation_id"],
+                        "queue_id": b["queue_id"],
+                        "kind": b["kind"],
+                        "threshold_seconds": b["threshold_seconds"],
+                        "waited_seconds": b["waited_seconds"],
+                        "at": iso(b["at"]),
+                    }
+                    for b in recent
+                ],
+            },
             "privacy_requests": {
                 "open": len(open_requests),
                 "due_within_7_days": sum(
@@ -172,6 +188,7 @@ async def interval_metrics(request: web.Request) -> web.Response:
                     "offered": r["offered"],
                     "answered": r["answered"],
                     "abandoned": r["abandoned"],
+                    "overflowed": r["overflowed"],
                     "answered_within_threshold": r["answered_in_sl"],
                     "average_speed_of_answer_seconds": _seconds(r["answer_time"], r["answered"]),
                     "average_handle_time_seconds": _seconds(r["handle_time"], r["handled"]),

@@ -18,6 +18,7 @@ OPEN_ROUTES = {("GET", "/health"), ("GET", "/ready")}
 SIGNED_ROUTES = {
     ("POST", "/v1/channels/{tenant_id}/twilio/voice"),
     ("POST", "/v1/channels/{tenant_id}/twilio/voice/status"),
+    ("POST", "/v1/channels/{tenant_id}/twilio/voice/connect"),
     ("POST", "/v1/channels/{tenant_id}/twilio/voice/recording"),
     ("POST", "/v1/channels/{tenant_id}/twilio/voice/transcription"),
     ("POST", "/v1/channels/{tenant_id}/twilio/sms"),
@@ -102,7 +103,13 @@ ROLE_MATRIX = [
     ("GET", "/v1/channel-settings/webchat", None, {"admin"}),
     ("POST", "/v1/webchat/blocks", {"ip": "203.0.113.9", "reason": "spam"}, {"admin"}),
     ("GET", "/v1/webchat/blocks", None, {"admin"}),
+    ("GET", "/v1/routing/agents", None, {"admin", "supervisor"}),
+    ("GET", "/v1/routing/rules", None, {"admin", "supervisor"}),
+    ("PUT", "/v1/routing/rules", {"rules": []}, {"admin"}),
 ]
+# The live sockets authenticate like every endpoint; tests/routing/test_live.py proves that
+# other roles, forged tokens and other tenants are refused before the upgrade.
+LIVE_ROUTES = {("GET", "/v1/agent/ws"), ("GET", "/v1/supervisor/ws")}
 # Matrix paths that stand for a templated route.
 TEMPLATED = {"/v1/channel-settings/webchat": "/v1/channel-settings/{provider}"}
 
@@ -172,6 +179,20 @@ def cross_tenant_calls(ids: dict[str, str]) -> list[tuple[str, str, Any]]:
         ("DELETE", f"/v1/webchat/blocks/{ids['block_id']}", None),
         ("GET", f"/v1/channel-settings/{ids['provider']}", None),
         ("POST", f"/v1/channels/{ids['tenant_id']}/email/raw", None),
+        ("POST", f"/v1/conversations/{c}/transfer", {"queue_id": ids["queue_id"]}),
+        ("POST", f"/v1/agents/{ids['agent_id']}/login", None),
+        ("POST", f"/v1/agents/{ids['agent_id']}/logout", None),
+        ("PATCH", f"/v1/agents/{ids['agent_id']}", {"capacity": {"voice": 2}}),
+    ]
+
+
+def agent_cross_tenant_calls(ids: dict[str, str]) -> list[tuple[str, str, Any]]:
+    """Routes only agent tokens may call, tried with another tenant's agent token."""
+    c = ids["conversation_id"]
+    return [
+        ("POST", f"/v1/conversations/{c}/accept", None),
+        ("POST", f"/v1/conversations/{c}/decline", None),
+        ("POST", f"/v1/conversations/{c}/wrap-up", {"disposition": "sale"}),
     ]
 
 
@@ -191,6 +212,8 @@ LISTINGS = [
     "/v1/holds",
     "/v1/requests",
     "/v1/audit",
+    "/v1/routing/agents",
+    "/v1/routing/rules",
 ]
 # These act on the caller's own tenant and take no id that could name another's.
 OWN_TENANT_ONLY = {
@@ -249,6 +272,15 @@ async def test_no_request_reaches_another_tenants_data(
         status, answer = await other.call(method, path, json=body)
         assert (status, answer["error"]) == (404, "not_found"), (method, path, answer)
     assert runtime.app.recorder.max_notification_id() == before
+    _, other_agent = await other.post("/v1/agents", {"name": "B's agent"})
+    other_agent_api = other.as_token(
+        await other.issue_token("agent", agent_id=other_agent["agent_id"])
+    )
+    before = runtime.app.recorder.max_notification_id()
+    for method, path, body in agent_cross_tenant_calls(ids):
+        status, answer = await other_agent_api.call(method, path, json=body)
+        assert (status, answer["error"]) == (404, "not_found"), (method, path, answer)
+    assert runtime.app.recorder.max_notification_id() == before
     answers = [await other.get(path) for path in LISTINGS]
     answers += [await other.post(path, body) for path, body in SEARCHES]
     for status, answer in answers:
@@ -289,6 +321,8 @@ async def test_the_isolation_test_covers_every_route(client: TestClient[Any, Any
         "tenant_id": "{tenant_id}",
     }
     covered |= {(m, p) for m, p, _ in cross_tenant_calls(fake)}
+    covered |= {(m, p) for m, p, _ in agent_cross_tenant_calls(fake)}
+    covered |= LIVE_ROUTES
     covered |= {("GET", p) for p in LISTINGS}
     covered |= {("POST", p) for p, _ in SEARCHES}
     covered |= {(m, TEMPLATED.get(p, p)) for m, p, _, _ in ROLE_MATRIX}

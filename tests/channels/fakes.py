@@ -55,6 +55,7 @@ class FakeClouds:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/twilio/2010-04-01/Accounts/{sid}/Messages.json", self._twilio)
+        app.router.add_post("/twilio/2010-04-01/Accounts/{sid}/Calls/{call}.json", self._call)
         app.router.add_post("/slack/api/chat.postMessage", self._slack)
         app.router.add_post("/graph/v21.0/{page}/messages", self._meta)
         self.runner = web.AppRunner(app, access_log=None)
@@ -95,6 +96,23 @@ class FakeClouds:
                 "error_code": None,
             },
             status=201,
+        )
+
+    async def _call(self, request: web.Request) -> web.Response:
+        """Calls resource update (a live call redirected to new TwiML)."""
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        recorded = Recorded("twilio", request.path, dict(request.headers), form=form)
+        self.requests.append(recorded)
+        failure = self._failure("twilio")
+        if failure is not None:
+            return failure
+        return web.json_response(
+            {
+                "sid": request.match_info["call"],
+                "account_sid": request.match_info["sid"],
+                "status": "in-progress",
+                "direction": "inbound",
+            }
         )
 
     async def _slack(self, request: web.Request) -> web.Response:
