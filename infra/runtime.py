@@ -211,7 +211,7 @@ class Runtime:
         """Make the read models show everything this process wrote: embedded, by catching
         up; scaled, by waiting for the Kafka projection workers (the CLI's commands)."""
         if not self.settings.uses_kafka:
-            self.catch_up()
+            self.catch_up(workflows=False)
             return
         if not asyncio.run(self.projected(timeout)):
             raise TimeoutError(
@@ -219,13 +219,17 @@ class Runtime:
                 "are `contact-centre worker projections` running?"
             )
 
-    def catch_up(self) -> None:
-        """Bring every projection and workflow up to date synchronously (CLI, tests)."""
+    def catch_up(self, *, workflows: bool = True) -> None:
+        """Bring every projection (and, unless told not to, every workflow) up to date
+        synchronously (tests; the CLI catches up projections only, since a running
+        ``serve`` owns the workflows: two processes must not both react to an event)."""
         if self.settings.uses_kafka:
             raise RuntimeError("in scaled mode projections and workflows run in Kafka workers")
         for _ in range(100):  # workflows' events feed projections and other workflows
-            consumers: list[Consumer] = [*self.consumers, *self.policies]
-            if self.routing is not None:
+            consumers: list[Consumer] = [*self.consumers]
+            if workflows:
+                consumers += self.policies
+            if self.routing is not None and workflows:
                 consumers.append(self.routing)
             read = sum(self.feed.catch_up(c) for c in consumers)
             if read == 0:
