@@ -12,6 +12,7 @@ import os
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from infra.store import (
     SQLiteWriteIndex,
 )
 from infra.vault import KeyVault
+from infra.webhooks import WebhookServices, install_webhooks
 from infra.writer import Writer
 from projections.base import Projection
 from projections.channel_activity import ChannelActivityProjection
@@ -49,6 +51,7 @@ from projections.metrics import MetricsProjection
 from projections.queues import QueueStateProjection
 from projections.retention import RetentionLedgerProjection
 from projections.timeline import TimelineProjection
+from projections.webhooks import WebhooksProjection
 from workflows.base import Policy, Ticker
 from workflows.placement import DefaultPlacement, QueueFinder
 from workflows.privacy import PrivacyService, RetentionTicker
@@ -58,7 +61,7 @@ log = logging.getLogger(__name__)
 EVENTS_TABLE = "cc_events"
 
 
-def all_projections(sealer: Sealer) -> list[Projection]:
+def all_projections(sealer: Sealer, webhook_log_days: int = 30) -> list[Projection]:
     return [
         InboxProjection(),
         DirectoryProjection(),
@@ -70,6 +73,7 @@ def all_projections(sealer: Sealer) -> list[Projection]:
         ChannelSettingsProjection(),
         DeliveriesProjection(),
         ChannelActivityProjection(),
+        WebhooksProjection(log_retention=timedelta(days=webhook_log_days)),
     ]
 
 
@@ -121,6 +125,7 @@ class Runtime:
     policies: list[PolicyConsumer] = field(default_factory=list)
     tickers: TickerRunner | None = None
     channels: ChannelServices | None = None
+    webhooks: WebhookServices | None = None
     _closers: list[Any] = field(default_factory=list)
     started: bool = False
 
@@ -244,7 +249,10 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         other.listeners.append(feed.publish)
         return other
 
-    consumers = [ProjectionConsumer(p, readdb) for p in all_projections(vault)]
+    consumers = [
+        ProjectionConsumer(p, readdb)
+        for p in all_projections(vault, webhook_log_days=settings.webhook_log_days)
+    ]
     for consumer in consumers:
         consumer.setup()
         feed.add(consumer)
@@ -276,6 +284,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     if settings.retention_interval_seconds > 0:
         runtime.add_ticker(RetentionTicker(privacy, settings.retention_interval_seconds))
     runtime.channels = install_channels(runtime)
+    runtime.webhooks = install_webhooks(runtime)
     return runtime
 
 

@@ -37,8 +37,8 @@ def prefixes(word: str) -> list[str]:
 
 class CrmProjection(Projection):
     name = "crm"
-    version = 3
-    tables = ("rm_crm_contacts", "rm_crm_search", "rm_crm_conversations")
+    version = 4
+    tables = ("rm_crm_contacts", "rm_crm_search", "rm_crm_conversations", "rm_crm_merged")
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_crm_contacts ("
         " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, display_name TEXT,"
@@ -46,7 +46,8 @@ class CrmProjection(Projection):
         " opted_out TEXT NOT NULL, first_contact_at BIGINT, last_contact_at BIGINT,"
         " open_conversations INTEGER NOT NULL, total_conversations INTEGER NOT NULL,"
         " created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,"
-        " restricted INTEGER NOT NULL DEFAULT 0, notice_delete_after BIGINT)",
+        " restricted INTEGER NOT NULL DEFAULT 0, notice_delete_after BIGINT,"
+        " external_id TEXT)",
         "CREATE INDEX IF NOT EXISTS rm_crm_contacts_recent"
         " ON rm_crm_contacts (tenant_id, last_contact_at, id)",
         "CREATE TABLE IF NOT EXISTS rm_crm_search ("
@@ -56,6 +57,9 @@ class CrmProjection(Projection):
         "CREATE TABLE IF NOT EXISTS rm_crm_conversations ("
         " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, contact_id TEXT NOT NULL,"
         " status TEXT NOT NULL)",
+        # contacts merged into another: where to find them now
+        "CREATE TABLE IF NOT EXISTS rm_crm_merged ("
+        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, merged_into TEXT NOT NULL)",
     )
 
     def __init__(self, sealer: Sealer) -> None:
@@ -198,6 +202,46 @@ class CrmProjection(Projection):
         tx.execute("DELETE FROM rm_crm_search WHERE contact_id = ?", (contact_id,))
         tx.execute("DELETE FROM rm_crm_contacts WHERE id = ?", (contact_id,))
 
+    @handles(Contact.ExternalIdSet)
+    def _external_id(self, tx: Tx, e: Contact.ExternalIdSet, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_crm_contacts SET external_id = ?, updated_at = ? WHERE id = ?",
+            (sealed_text(e.external_id), micros(e.at), str(e.originator_id)),
+        )
+
+    @handles(Contact.MergedInto)
+    def _merged_into(self, tx: Tx, e: Contact.MergedInto, position: int) -> None:
+        """The merged-away contact's row goes (its key is destroyed); its first and last
+        contact times carry over to the survivor, and its id points there."""
+        merged, survivor = str(e.originator_id), str(e.survivor_id)
+        tx.execute(
+            "SELECT first_contact_at, last_contact_at FROM rm_crm_contacts WHERE id = ?",
+            (merged,),
+        )
+        row = tx.fetchone()
+        if row is not None:
+            for column, value, better in (
+                ("first_contact_at", row[0], "<"),
+                ("last_contact_at", row[1], ">"),
+            ):
+                if value is not None:
+                    tx.execute(
+                        f"UPDATE rm_crm_contacts SET {column} = ? WHERE id = ?"
+                        f" AND ({column} IS NULL OR ? {better} {column})",
+                        (value, survivor, value),
+                    )
+        tx.execute("DELETE FROM rm_crm_search WHERE contact_id = ?", (merged,))
+        tx.execute("DELETE FROM rm_crm_contacts WHERE id = ?", (merged,))
+        tx.execute(
+            "INSERT INTO rm_crm_merged (id, tenant_id, merged_into) VALUES (?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (merged, str(e.tenant_id), survivor),
+        )
+        # a contact merged earlier into this one now points at the survivor too
+        tx.execute(
+            "UPDATE rm_crm_merged SET merged_into = ? WHERE merged_into = ?", (survivor, merged)
+        )
+
     # -- conversations -----------------------------------------------------------------
     @handles(Conversation.Opened)
     def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
@@ -262,6 +306,23 @@ class CrmProjection(Projection):
                 (delta, contact_id),
             )
 
+    @handles(Conversation.ContactChanged)
+    def _contact_changed(self, tx: Tx, e: Conversation.ContactChanged, position: int) -> None:
+        found = self._contact_of(tx, str(e.originator_id))
+        if found is None:
+            return
+        is_open = int(found[1] in _OPEN)
+        tx.execute(
+            "UPDATE rm_crm_conversations SET contact_id = ? WHERE id = ?",
+            (str(e.contact_id), str(e.originator_id)),
+        )
+        for contact_id, sign in ((str(e.previous_contact_id), -1), (str(e.contact_id), 1)):
+            tx.execute(
+                "UPDATE rm_crm_contacts SET total_conversations = total_conversations + ?,"
+                " open_conversations = open_conversations + ?, updated_at = ? WHERE id = ?",
+                (sign, sign * is_open, micros(e.at), contact_id),
+            )
+
     @handles(Conversation.MarkedPending)
     def _pending(self, tx: Tx, e: Any, position: int) -> None:
         self._status(tx, str(e.originator_id), ConversationStatus.PENDING)
@@ -295,6 +356,7 @@ CONTACT_KEYS = (
     "updated_at",
     "restricted",
     "notice_delete_after",
+    "external_id",
 )
 
 
@@ -305,6 +367,16 @@ def get_contact(tx: Tx, tenant_id: str, contact_id: str) -> dict[str, Any] | Non
     )
     row = tx.fetchone()
     return None if row is None else dict(zip(CONTACT_KEYS, row, strict=True))
+
+
+def merged_into(tx: Tx, tenant_id: str, contact_id: str) -> str | None:
+    """The contact a merged-away contact now lives on in, if it was merged."""
+    tx.execute(
+        "SELECT merged_into FROM rm_crm_merged WHERE tenant_id = ? AND id = ?",
+        (tenant_id, contact_id),
+    )
+    row = tx.fetchone()
+    return None if row is None else str(row[0])
 
 
 def search_contact_ids(
@@ -331,10 +403,13 @@ def list_contacts(
     tag: str | None = None,
     after: tuple[int, str] | None = None,
     limit: int = 50,
+    include_restricted: bool = True,
 ) -> list[dict[str, Any]]:
     """Most recently in contact first (never-contacted contacts last)."""
     where = ["tenant_id = ?"]
     params: list[Any] = [tenant_id]
+    if not include_restricted:
+        where.append("restricted = 0")
     if ids is not None:
         if not ids:
             return []

@@ -41,6 +41,7 @@ from infra.http.schemas import (
 from infra.http.search import search_tokens, search_words_of
 from infra.http.supervision_routes import setup_supervision_routes
 from infra.http.views import Opener, iso, render_conversation, render_message, render_note
+from infra.http.webhook_routes import setup_webhook_routes
 from infra.runtime import Runtime
 from projections import crm, directory, inbox
 from projections.base import loads
@@ -657,3 +658,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_patch("/v1/queues/{queue_id}", patch_queue)
     setup_crm_routes(app)
     setup_privacy_routes(app)
+    setup_webhook_routes(app)
