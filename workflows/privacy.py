@@ -19,6 +19,8 @@ from functools import partial
 from typing import Any, Protocol
 from uuid import UUID
 
+from eventsourcing.application import AggregateNotFoundError
+
 from contact_centre.application import ContactCentre, ErasureOutcome, UnitOfWork
 from contact_centre.compliance import DUE_SOON, DataSubjectRequest, RequestKind
 from contact_centre.errors import ConflictError, DomainError, NotFoundError, ValidationError
@@ -145,7 +147,10 @@ class PrivacyService:
         """Carry out a request and record its outcome (no personal data in it)."""
         details = details or {}
         with self._lock:
-            request: Any = self.app.repository.get(request_id)
+            try:
+                request: Any = self.app.repository.get(request_id)
+            except AggregateNotFoundError:
+                request = None
             if not isinstance(request, DataSubjectRequest) or request.tenant_id != tenant_id:
                 raise NotFoundError(f"request {request_id} not found")
             kind = request.kind

@@ -16,6 +16,7 @@ from contact_centre.interaction import Channel
 from contact_centre.staff import AgentPresence
 from contact_centre.tenancy import Role
 from infra.db import Tx
+from infra.http import openapi
 from infra.http.auditing import record_read
 from infra.http.auth import (
     ALL_ROLES,
@@ -26,7 +27,7 @@ from infra.http.auth import (
 from infra.http.channel_views import enrich_conversation
 from infra.http.crm_routes import setup_crm_routes
 from infra.http.errors import ApiError
-from infra.http.keys import AUTH, RUNTIME
+from infra.http.keys import AUTH, OPENAPI, RUNTIME
 from infra.http.paging import decode_cursor, encode_cursor, page_limit
 from infra.http.privacy_routes import setup_privacy_routes
 from infra.http.schemas import (
@@ -116,6 +117,11 @@ async def ready(request: web.Request) -> web.Response:
             "projections": projections,
         }
     )
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 description of every route (infra/http/openapi.py)."""
+    return web.json_response(request.app[OPENAPI])
 
 
 # -- interactions -------------------------------------------------------------------------
@@ -635,6 +641,8 @@ async def list_queues(request: web.Request) -> web.Response:
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
+    app[OPENAPI] = openapi.document()
+    app.router.add_get("/v1/openapi.json", openapi_json)
     app.router.add_post("/v1/interactions", post_interaction)
     app.router.add_get("/v1/conversations", list_conversations)
     app.router.add_get("/v1/conversations/{conversation_id}", get_conversation)

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from infra.runtime import Runtime
 from tests.helpers import Api, interaction, settle
 
-OPEN_ROUTES = {("GET", "/health"), ("GET", "/ready")}
+OPEN_ROUTES = {("GET", "/health"), ("GET", "/ready"), ("GET", "/v1/openapi.json")}
 # Provider webhooks and the visitor socket take no bearer token: they are authenticated by
 # the provider's signature (or the widget key and origin), and tests/channels proves that
 # forged, stale and cross-tenant requests are refused and write nothing.
