@@ -118,10 +118,10 @@ class AiohttpWebhookTransport:
         concurrency: int = 64,
     ) -> None:
         self.policy = policy
+        # Connect and read timeouts (a read timeout bounds each wait for bytes, so a
+        # receiver that trickles is cut off too: MAX_RESPONSE_READ bounds what we read).
         self.timeout = aiohttp.ClientTimeout(
-            total=connect_timeout + read_timeout,
-            sock_connect=connect_timeout,
-            sock_read=read_timeout,
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
         )
         self.concurrency = concurrency
         self._session: aiohttp.ClientSession | None = None

@@ -89,7 +89,7 @@ class _Result:
 
 def message_id(delivery: str) -> str:
     """The ``webhook-id`` header of a delivery (the same on every attempt and replay)."""
-    return f"msg_{UUID(delivery).hex}"
+    return "msg_" + delivery.replace("-", "")
 
 
 class WebhookDispatcher(Ticker):
@@ -106,7 +106,7 @@ class WebhookDispatcher(Ticker):
         applied: Callable[[], int],
         wall_clock: Clock,
         interval: float = 0.2,
-        batch: int = 500,
+        batch: int = 1000,
         concurrency: int = 64,
         jitter: Callable[[], float] = lambda: random.uniform(0.75, 1.25),
     ) -> None:
@@ -237,15 +237,21 @@ class WebhookDispatcher(Ticker):
                 done: list[_Result] = []
                 for row in rows:
                     sid = str(row["subscription_id"])
-                    result = await self._attempt(
-                        row,
-                        subscriptions.get(sid),
-                        targets.get(sid),
-                        restricted,
-                        details,
-                        tenants,
-                        now,
-                    )
+                    try:
+                        result = await self._attempt(
+                            row,
+                            subscriptions.get(sid),
+                            targets.get(sid),
+                            restricted,
+                            details,
+                            tenants,
+                            now,
+                        )
+                    except Exception as error:
+                        # A bug here must not wedge the key behind this delivery: it counts
+                        # as a failed attempt (logged by type; messages can quote data).
+                        log.error("webhook attempt raised %s", type(error).__name__)
+                        result = self._failed(row, subscriptions[sid], now, error)
                     if result is None:
                         break  # the endpoint is off: the read model settles the rest
                     done.append(result)
@@ -287,6 +293,19 @@ class WebhookDispatcher(Ticker):
             "webhook-signature": self.signer.signature(target.secrets, msg_id, moment, body),
         }
         answer = await self.transport.post(target.url, body.encode(), headers)
+        return self._outcome(row, sub, now, number, answer)
+
+    def _outcome(
+        self,
+        row: dict[str, Any],
+        sub: dict[str, Any],
+        now: datetime,
+        number: int,
+        answer: TransportResult,
+    ) -> _Result:
+        """What an answer means: delivered, retry later, or given up (and whether the
+        endpoint is to be disabled)."""
+        delivery = str(row["id"])
         attempt: dict[str, Any] = {
             "delivery_id": delivery,
             "subscription_id": str(row["subscription_id"]),
@@ -317,6 +336,12 @@ class WebhookDispatcher(Ticker):
             # nothing got through since this delivery first failed, about a day ago
             return _Result(row, attempt, DisableReason.FAILING)
         return _Result(row, attempt)
+
+    def _failed(
+        self, row: dict[str, Any], sub: dict[str, Any], now: datetime, error: Exception
+    ) -> _Result:
+        answer = TransportResult(None, 0, f"internal:{type(error).__name__}")
+        return self._outcome(row, sub, now, int(row["attempts"]) + 1, answer)
 
     def _settled(
         self, row: dict[str, Any], number: int, outcome: AttemptOutcome, reason: str

@@ -72,6 +72,10 @@ def obj(
     return schema
 
 
+def integer(minimum: int, maximum: int) -> Schema:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum}
+
+
 def page(item: str) -> Schema:
     return obj({"items": arr(ref(item)), "next": null(STR)})
 
@@ -528,7 +532,7 @@ INGEST = ("admin", "integration")
 LIMIT = {
     "name": "limit",
     "in": "query",
-    "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+    "schema": integer(1, 200),
 }
 CURSOR = {"name": "cursor", "in": "query", "schema": text(200)}
 IDEMPOTENCY = {
@@ -665,6 +669,35 @@ SIGNED = "Signed by the provider (no bearer token); see docs/channels.md."
 FORM = "application/x-www-form-urlencoded"
 TWIML = "text/xml"
 
+
+def twilio(
+    path: str, summary: str, answer: str | None = None, params: Sequence[dict[str, Any]] = ()
+) -> Op:
+    """A Twilio webhook: a signed form; TwiML or nothing back."""
+    return Op(
+        "POST",
+        f"/v1/channels/{{tenant_id}}/twilio/{path}",
+        f"Twilio: {summary}",
+        "channel webhooks",
+        None,
+        {200: answer} if answer else {204: None},
+        raw_body=FORM,
+        params=params,
+        errors=(403, 409),
+        writes=True,
+        description=SIGNED,
+    )
+
+
+REPLY = obj({"message_id": UUID_, "conversation_id": UUID_, "author": STR, "duplicate": BOOL})
+REASON = obj({"reason": null(text(64))}, optional=("reason",), closed=True)
+WEBHOOK_FIELDS: dict[str, Schema] = {
+    "url": text(2000, 1),
+    "event_types": arr(enum(*EVENT_TYPES), minItems=1),
+    "personal_fields": arr(enum(*PERSONAL_FIELDS)),
+    "description": text(200),
+}
+
 OPERATIONS: list[Op] = [
     # -- health and the description itself --
     Op("GET", "/health", "Liveness", "health", None, {200: OK_STATUS}),
@@ -737,7 +770,7 @@ OPERATIONS: list[Op] = [
                 "assignee": null(text(64)),
                 "contact_id": null(UUID_),
                 "queue_id": null(UUID_),
-                "limit": null({"type": "integer", "minimum": 1, "maximum": 200}),
+                "limit": null(integer(1, 200)),
                 "cursor": null(text(200)),
             },
             optional=(
@@ -767,14 +800,7 @@ OPERATIONS: list[Op] = [
         "Reply on the conversation's channel",
         "conversations",
         STAFF,
-        {
-            200: obj(
-                {"message_id": UUID_, "conversation_id": UUID_, "author": STR, "duplicate": BOOL}
-            ),
-            201: obj(
-                {"message_id": UUID_, "conversation_id": UUID_, "author": STR, "duplicate": BOOL}
-            ),
-        },
+        {200: REPLY, 201: REPLY},
         body=obj({"body": text(100_000, 1)}, closed=True),
         params=(IDEMPOTENCY,),
         errors=(409,),
@@ -823,7 +849,7 @@ OPERATIONS: list[Op] = [
         body=obj(
             {
                 "queue_id": UUID_,
-                "priority": null({"type": "integer", "minimum": 0, "maximum": 100}),
+                "priority": null(integer(0, 100)),
             },
             optional=("priority",),
             closed=True,
@@ -838,7 +864,7 @@ OPERATIONS: list[Op] = [
         "conversations",
         INGEST,
         {200: obj({"conversation_id": UUID_, "abandoned": BOOL})},
-        body=obj({"reason": null(text(64))}, optional=("reason",), closed=True),
+        body=REASON,
         errors=(409,),
         writes=True,
     ),
@@ -879,7 +905,7 @@ OPERATIONS: list[Op] = [
             )
         },
         body=obj(
-            {"grace_days": {"type": "integer", "minimum": 0, "maximum": 30}},
+            {"grace_days": integer(0, 30)},
             optional=("grace_days",),
             closed=True,
         ),
@@ -980,9 +1006,9 @@ OPERATIONS: list[Op] = [
         body=obj(
             {
                 "required_skills": arr(text(64)),
-                "priority": {"type": "integer", "minimum": 0, "maximum": 100},
-                "sl_threshold_seconds": {"type": "integer", "minimum": 1, "maximum": 86_400},
-                "sl_target_percent": {"type": "integer", "minimum": 1, "maximum": 100},
+                "priority": integer(0, 100),
+                "sl_threshold_seconds": integer(1, 86_400),
+                "sl_target_percent": integer(1, 100),
             },
             optional=("required_skills", "priority", "sl_threshold_seconds", "sl_target_percent"),
             closed=True,
@@ -1147,7 +1173,7 @@ OPERATIONS: list[Op] = [
             {
                 "query": text(200, 1),
                 "tag": null(text(64)),
-                "limit": null({"type": "integer", "minimum": 1, "maximum": 200}),
+                "limit": null(integer(1, 200)),
                 "cursor": null(text(200)),
             },
             optional=("tag", "limit", "cursor"),
@@ -1223,7 +1249,7 @@ OPERATIONS: list[Op] = [
         "privacy",
         ADMIN,
         {200: ref("Erasure")},
-        body=obj({"reason": null(text(64))}, optional=("reason",), closed=True),
+        body=REASON,
         errors=(409,),
         writes=True,
     ),
@@ -1234,7 +1260,7 @@ OPERATIONS: list[Op] = [
         "privacy",
         ADMIN,
         {200: obj({"contact_id": UUID_, "restricted": BOOL, "changed": BOOL})},
-        body=obj({"reason": null(text(64))}, optional=("reason",), closed=True),
+        body=REASON,
         errors=(409,),
         writes=True,
     ),
@@ -1448,7 +1474,7 @@ OPERATIONS: list[Op] = [
         ADMIN,
         {200: ref("Request")},
         body=obj(
-            {"days": {"type": "integer", "minimum": 1, "maximum": 60}, "reason": text(2000, 1)},
+            {"days": integer(1, 60), "reason": text(2000, 1)},
             closed=True,
         ),
         errors=(409,),
@@ -1599,79 +1625,12 @@ OPERATIONS: list[Op] = [
         errors=(400, 403, 404, 429),
         path_schemas={"widget_key": text(128, 1)},
     ),
-    Op(
-        "POST",
-        "/v1/channels/{tenant_id}/twilio/voice",
-        "Twilio: an incoming call",
-        "channel webhooks",
-        None,
-        {200: TWIML},
-        raw_body=FORM,
-        errors=(403, 409),
-        writes=True,
-        description=SIGNED,
-    ),
-    Op(
-        "POST",
-        "/v1/channels/{tenant_id}/twilio/voice/status",
-        "Twilio: call status callback",
-        "channel webhooks",
-        None,
-        {204: None},
-        raw_body=FORM,
-        errors=(403, 409),
-        writes=True,
-        description=SIGNED,
-    ),
-    Op(
-        "POST",
-        "/v1/channels/{tenant_id}/twilio/voice/recording",
-        "Twilio: a recording",
-        "channel webhooks",
-        None,
-        {204: None},
-        raw_body=FORM,
-        errors=(403, 409),
-        writes=True,
-        description=SIGNED,
-    ),
-    Op(
-        "POST",
-        "/v1/channels/{tenant_id}/twilio/voice/transcription",
-        "Twilio: a transcription",
-        "channel webhooks",
-        None,
-        {204: None},
-        raw_body=FORM,
-        errors=(403, 409),
-        writes=True,
-        description=SIGNED,
-    ),
-    Op(
-        "POST",
-        "/v1/channels/{tenant_id}/twilio/sms",
-        "Twilio: an SMS, MMS or WhatsApp message",
-        "channel webhooks",
-        None,
-        {200: TWIML},
-        raw_body=FORM,
-        errors=(403, 409),
-        writes=True,
-        description=SIGNED,
-    ),
-    Op(
-        "POST",
-        "/v1/channels/{tenant_id}/twilio/sms/status",
-        "Twilio: a message's delivery status",
-        "channel webhooks",
-        None,
-        {204: None},
-        raw_body=FORM,
-        params=(query("delivery", UUID_),),
-        errors=(403, 409),
-        writes=True,
-        description=SIGNED,
-    ),
+    twilio("voice", "an incoming call", TWIML),
+    twilio("voice/status", "a call's status callback"),
+    twilio("voice/recording", "a call's recording"),
+    twilio("voice/transcription", "a recording's transcription"),
+    twilio("sms", "an SMS, MMS or WhatsApp message", TWIML),
+    twilio("sms/status", "a message's delivery status", params=(query("delivery", UUID_),)),
     Op(
         "POST",
         "/v1/channels/{tenant_id}/slack/events",
@@ -1736,16 +1695,7 @@ OPERATIONS: list[Op] = [
         "webhooks",
         ADMIN,
         {201: ref("WebhookCreated")},
-        body=obj(
-            {
-                "url": text(2000, 1),
-                "event_types": arr(enum(*EVENT_TYPES), minItems=1),
-                "personal_fields": arr(enum(*PERSONAL_FIELDS)),
-                "description": text(200),
-            },
-            optional=("personal_fields", "description"),
-            closed=True,
-        ),
+        body=obj(WEBHOOK_FIELDS, optional=("personal_fields", "description"), closed=True),
         writes=True,
         description="https only; private, loopback and link-local targets are refused "
         "unless the operator allowed them (CC_WEBHOOK_ALLOWED_NETWORKS).",
@@ -1760,14 +1710,8 @@ OPERATIONS: list[Op] = [
         ADMIN,
         {200: ref("Webhook")},
         body=obj(
-            {
-                "url": text(2000, 1),
-                "event_types": arr(enum(*EVENT_TYPES), minItems=1),
-                "personal_fields": arr(enum(*PERSONAL_FIELDS)),
-                "description": text(200),
-                "enabled": BOOL,
-            },
-            optional=("url", "event_types", "personal_fields", "description", "enabled"),
+            {**WEBHOOK_FIELDS, "enabled": BOOL},
+            optional=(*WEBHOOK_FIELDS, "enabled"),
             closed=True,
         ),
         errors=(409,),
@@ -1799,7 +1743,7 @@ OPERATIONS: list[Op] = [
             )
         },
         body=obj(
-            {"grace_hours": {"type": "integer", "minimum": 0, "maximum": 168}},
+            {"grace_hours": integer(0, 168)},
             optional=("grace_hours",),
             closed=True,
         ),

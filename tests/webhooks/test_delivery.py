@@ -8,13 +8,17 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from contact_centre.clock import ShiftedClock
+from contact_centre.clock import ShiftedClock, SystemClock
+from contact_centre.crm_service import ContactChanges
+from contact_centre.interaction import Identity, IdentityKind
 from infra.config import Settings
 from infra.runtime import Runtime, build
+from infra.webhook_http import AiohttpWebhookTransport, StandardWebhooksSigner
 from projections import webhooks as outbox
 from tests.helpers import Api, settle, unique_phone
 from tests.scan import needles, scan_files, scan_postgres
 from tests.webhooks.conftest import Receiver
+from workflows.webhooks import WebhookDispatcher
 
 
 async def subscribe(
@@ -499,3 +503,62 @@ async def test_a_data_subject_request_due_within_a_week_is_announced_once(
     data = receiver.unique()[0].payload["data"]
     assert data == {"request_id": request["request_id"], "due_at": data["due_at"]}
     assert data["due_at"][:10] == request["due_at"][:10]
+
+
+class FailingOnceSigner:
+    """Signs like the real one, except that its first call raises (a bug in the path)."""
+
+    def __init__(self) -> None:
+        self.real = StandardWebhooksSigner()
+        self.calls = 0
+
+    def signature(self, secrets: Any, msg_id: str, timestamp: Any, body: str) -> str:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("a bug")
+        return self.real.signature(secrets, msg_id, timestamp, body)
+
+
+async def test_an_attempt_that_raises_is_a_failed_attempt_and_does_not_wedge_its_key(
+    runtime: Runtime, clock: ShiftedClock, receiver: Receiver
+) -> None:
+    app = runtime.app
+    tenant, _ = await asyncio.to_thread(app.register_tenant, "Acme")
+    (hook, secret), _ = await asyncio.to_thread(
+        app.run,
+        lambda uow: app.create_webhook_in(uow, tenant, receiver.url(), ["contact.created"], [], ""),
+    )
+    receiver.secrets.append(secret)
+    assert runtime.webhooks is not None
+    services = runtime.webhooks
+    dispatcher = WebhookDispatcher(
+        runtime.make_app(),
+        runtime.readdb.read,
+        runtime.vault,
+        AiohttpWebhookTransport(services.policy, connect_timeout=1, read_timeout=1),
+        FailingOnceSigner(),
+        applied=lambda: runtime.feed.progress.get("webhooks"),
+        wall_clock=SystemClock(),
+    )
+    try:
+        await asyncio.to_thread(
+            app.run,
+            lambda uow: app.upsert_contact_in(
+                uow,
+                tenant,
+                ContactChanges(identities=(Identity(IdentityKind.EMAIL, "a@b.example"),)),
+            ),
+        )
+        await asyncio.to_thread(runtime.catch_up)
+        assert await asyncio.to_thread(dispatcher.tick, clock.now()) == 1  # raised: failed
+        clock.advance(timedelta(minutes=1))
+        assert await asyncio.to_thread(dispatcher.tick, clock.now()) == 1  # sent
+    finally:
+        await asyncio.to_thread(dispatcher.close)
+    assert len(receiver.unique()) == 1
+    with runtime.readdb.read() as tx:
+        log = outbox.list_attempts(tx, str(tenant), str(hook))
+    assert [(a["attempt"], a["outcome"], a["error"]) for a in reversed(log)] == [
+        (1, "retry", "internal:RuntimeError"),
+        (2, "delivered", None),
+    ]
