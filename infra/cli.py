@@ -34,6 +34,16 @@ configuration (environment variables):
   CC_PROVIDER_TIMEOUT_S timeout of calls to provider APIs (default 10)
   CC_WEBCHAT_CONNECTS_PER_MINUTE, CC_WEBCHAT_MESSAGES_PER_MINUTE
                         per-IP webchat limits (default 30 and 60)
+  CC_WEBHOOK_ALLOWED_NETWORKS
+                        comma-separated CIDRs outbound webhooks may reach although
+                        private, loopback or link-local (default: none)
+  CC_WEBHOOK_CONNECT_TIMEOUT_S, CC_WEBHOOK_READ_TIMEOUT_S
+                        timeouts of a webhook attempt (default 5 and 15)
+  CC_WEBHOOK_LOG_DAYS   days the webhook delivery log is kept (default 30)
+  CC_WEBHOOK_INTERVAL_MS, CC_WEBHOOK_CONCURRENCY
+                        how often the dispatcher looks for due deliveries and how many
+                        it sends at once (default 200 and 64)
+  CC_IMPORT_MAX_LINES   lines of one NDJSON contact import (default 100000)
 """
 
 
@@ -232,7 +242,9 @@ def parser() -> argparse.ArgumentParser:
         help="empty a read model and rebuild it from the event log (NAME or 'all'); "
         "prints a progress bar and a final count",
     )
-    rebuild.add_argument("name", help="inbox, directory, crm, timeline, queues, metrics, or all")
+    rebuild.add_argument(
+        "name", help="inbox, directory, crm, timeline, queues, metrics, webhooks, ..., or all"
+    )
     rebuild.add_argument("--data-dir")
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
     rebuild.set_defaults(handler=cmd_projections_rebuild)
