@@ -22,7 +22,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from contact_centre.compliance import HoldTarget
 from contact_centre.contacts import Contact, ContactRestrictedError
@@ -155,6 +155,14 @@ class CrmCommands:
 
         def suppression_key(self, tenant_id: UUID, identity: Identity) -> str: ...
 
+        def _find_or_create_contact(
+            self, uow: UnitOfWork, tenant_id: UUID, identity: Identity, identity_key: str
+        ) -> Contact: ...
+
+        def link_identity_in(
+            self, uow: UnitOfWork, tenant_id: UUID, contact_id: UUID, identity: Identity
+        ) -> None: ...
+
     # -- helpers ------------------------------------------------------------------------
     def _opened(self, sealed: Sealed | None) -> str | None:
         if sealed is None:
@@ -257,30 +265,11 @@ class CrmCommands:
     ) -> UpsertResult:
         if not identities:
             raise ValidationError("a new contact needs an email or phone identity")
-        contact_id = uuid4()
-        scope = Scope.contact(tenant_id, contact_id)
-        self.sealer.new_scope(scope)
         first = identities[0]
-        contact = Contact.register(
-            contact_id,
-            tenant_id,
-            first.kind,
-            self._seal(scope, first.address),
-            self._seal(scope, changes.display_name) if changes.display_name else None,
-            uow.now,
+        named = Identity(first.kind, first.address, changes.display_name or "")
+        contact = self._find_or_create_contact(
+            uow, tenant_id, named, self._identity_key(tenant_id, first)
         )
-        uow.add(contact)
-        uow.index(
-            IndexOp(
-                IndexOpKind.INSERT,
-                NS_IDENTITY,
-                self._identity_key(tenant_id, first),
-                str(contact_id),
-            )
-        )
-        suppressed = uow.lookup(NS_SUPPRESSION, self.suppression_key(tenant_id, first))
-        for channel in json.loads(suppressed) if suppressed else []:
-            contact.opt_out(channel, "suppression-list", uow.now)
         rest = ContactChanges(
             external_id=changes.external_id,
             tags_add=changes.tags_add,
@@ -288,7 +277,7 @@ class CrmCommands:
             attributes=changes.attributes,
         )
         self._apply(uow, tenant_id, contact, rest, identities[1:], True)
-        return UpsertResult(contact_id, True, ())
+        return UpsertResult(contact.id, True, ())
 
     # -- changes to a known contact -----------------------------------------------------
     def update_contact_in(
@@ -343,15 +332,9 @@ class CrmCommands:
                 changed.append("external_id")
         linked = False
         for identity in identities:
-            key = self._identity_key(tenant_id, identity)
-            owner = uow.lookup(NS_IDENTITY, key)
-            if owner == str(contact.id):
-                continue
-            if owner is not None:
-                raise ConflictError("that identity belongs to another contact: merge them first")
-            contact.link_identity(identity.kind.value, self._seal(scope, identity.address), uow.now)
-            uow.index(IndexOp(IndexOpKind.INSERT, NS_IDENTITY, key, str(contact.id)))
-            linked = True
+            if uow.lookup(NS_IDENTITY, self._identity_key(tenant_id, identity)) != str(contact.id):
+                self.link_identity_in(uow, tenant_id, contact.id, identity)
+                linked = True
         if linked:
             changed.append("identities")
         if changes.display_name is not None and changes.display_name != self._opened(
