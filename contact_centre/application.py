@@ -39,6 +39,7 @@ from contact_centre.clock import Clock, SystemClock
 from contact_centre.compliance import DataSubjectRequest, HoldTarget, LegalHold, RequestKind
 from contact_centre.contacts import Contact
 from contact_centre.conversations import Conversation, ConversationStatus, MessageContent
+from contact_centre.crm_service import NS_EXTERNAL_ID, NS_UPSERT, CrmCommands, Upsert
 from contact_centre.errors import (
     ConflictError,
     DomainError,
@@ -60,6 +61,7 @@ from contact_centre.retention import RetentionPolicy
 from contact_centre.routing import RoutingCommands
 from contact_centre.staff import Agent, AgentPresence, Queue
 from contact_centre.tenancy import ApiToken, Role, Tenant, TenantStatus
+from contact_centre.webhook_service import WebhookCommands
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,9 @@ TENANT_PREFIXED = (
     NS_HOLD,
     NS_AGENT_TOKEN,
     NS_SUPPRESSION,
+    # CRM sync (contact_centre/crm_service.py)
+    NS_EXTERNAL_ID,
+    NS_UPSERT,
     # the channels' (contact_centre/channel_service.py), keyed by blind index too
     "once",
     "block",
@@ -302,8 +307,11 @@ class UnitOfWork:
                     cache.get(aggregate_id, evict=True)
 
 
-class ContactCentre(ChannelCommands, RoutingCommands, Application[UUID]):
-    """The contact-centre application service (channel use cases: :mod:`channel_service`)."""
+class ContactCentre(
+    ChannelCommands, RoutingCommands, CrmCommands, WebhookCommands, Application[UUID]
+):
+    """The contact-centre application service (channel use cases: :mod:`channel_service`,
+    routing: :mod:`routing`, CRM sync: :mod:`crm_service`, webhooks: :mod:`webhook_service`)."""
 
     name = "contact_centre"
     # The writer owns the cached aggregates and evicts what a failed unit touched, so the
@@ -449,10 +457,16 @@ class ContactCentre(ChannelCommands, RoutingCommands, Application[UUID]):
 
     def _prefetch(self, uow: UnitOfWork, commands: Sequence[Callable[[UnitOfWork], Any]]) -> None:
         """One index query per namespace for the whole batch, instead of several per command."""
-        tenants = {str(c.tenant_id) for c in commands if isinstance(c, Receive)}
+        tenants = {str(c.tenant_id) for c in commands if isinstance(c, Receive | Upsert)}
         uow.preload(NS_TENANT, tenants)
         wanted: dict[str, set[str]] = defaultdict(set)
         for command in commands:
+            if isinstance(command, Upsert):
+                try:
+                    for namespace, keys in command.index_keys(uow).items():
+                        wanted[namespace] |= keys
+                except DomainError:
+                    continue  # the command itself will report it
             if isinstance(command, Receive):
                 try:
                     plan = command.plan(uow)
@@ -1212,6 +1226,11 @@ class ContactCentre(ChannelCommands, RoutingCommands, Application[UUID]):
             key = self._blind(tenant_id, "identity", kind.value, address)
             if uow.lookup(NS_IDENTITY, key) == str(contact_id):
                 uow.index(IndexOp(IndexOpKind.DELETE, NS_IDENTITY, key))
+        external = self._open_text(contact.external_id)
+        if external is not None:
+            key = self._blind(tenant_id, "external-id", external)
+            if uow.lookup(NS_EXTERNAL_ID, key) == str(contact_id):
+                uow.index(IndexOp(IndexOpKind.DELETE, NS_EXTERNAL_ID, key))
         contact.erase(reason, request_id, uow.now)
         outcome.note("contact", contact_id, "erased")
         outcome.scopes.append(Scope.contact(tenant_id, contact_id).id)

@@ -15,6 +15,7 @@ from contact_centre.tenanted import TenantAggregate
 
 REQUEST_DEADLINE = timedelta(days=30)
 MAX_EXTENSION = timedelta(days=60)  # GDPR art. 12(3): two further months at most
+DUE_SOON = timedelta(days=7)  # when an open request is announced as due soon
 
 
 class HoldTarget(StrEnum):
@@ -136,6 +137,7 @@ class DataSubjectRequest(TenantAggregate):
         self.due_at = due_at
         self.status = RequestStatus.OPEN
         self.outcome: dict[str, Any] | None = None
+        self.reminded_for: datetime | None = None  # the due date last announced
 
     @classmethod
     def receive(
@@ -184,6 +186,25 @@ class DataSubjectRequest(TenantAggregate):
     @event(DeadlineExtended)
     def _deadline_extended(self, due_at: datetime, reason: Sealed, at: datetime) -> None:
         self.due_at = due_at
+
+    class DueSoon(TenantAggregate.Event):
+        """The open request falls due within ``DUE_SOON`` (integrations are told by the
+        ``request.due`` webhook); announced once per due date."""
+
+        due_at: datetime
+        at: datetime
+
+    def remind_due(self, at: datetime) -> bool:
+        if self.status is not RequestStatus.OPEN or self.reminded_for == self.due_at:
+            return False
+        if self.due_at - at > DUE_SOON:
+            return False
+        self._due_soon(due_at=self.due_at, at=at)
+        return True
+
+    @event(DueSoon)
+    def _due_soon(self, due_at: datetime, at: datetime) -> None:
+        self.reminded_for = due_at
 
     class Fulfilled(TenantAggregate.Event):
         """``outcome`` describes what was done, per scope where it applies; no personal

@@ -42,6 +42,8 @@ class Contact(TenantAggregate):
         self.restricted = False
         self.erased = False
         self.notice_delete_after: datetime | None = None
+        self.external_id: Sealed | None = None  # the tenant's CRM id for this person
+        self.merged_into: UUID | None = None
 
         # Channels the contact opted out of (STOP). Consent carries no personal data, so it
         # outlives the erasure of everything else about the contact (P12).
@@ -50,6 +52,12 @@ class Contact(TenantAggregate):
     def _require_not_erased(self) -> None:
         if self.erased:
             raise ConflictError("this contact's data has been erased")
+
+    def require_current(self) -> None:
+        """Refuse changes to an erased contact or one merged into another."""
+        self._require_not_erased()
+        if self.merged_into is not None:
+            raise ConflictError(f"this contact was merged into {self.merged_into}")
 
     @classmethod
     def register(
@@ -230,6 +238,66 @@ class Contact(TenantAggregate):
         self.erased = True
         self.display_name = None
         self.attributes = None
+        self.external_id = None
+
+    # -- CRM sync ----------------------------------------------------------------------
+    class ExternalIdSet(TenantAggregate.Event):
+        """The tenant's CRM id for this contact (sealed: it names a person in the CRM);
+        None removes it."""
+
+        external_id: Sealed | None
+        at: datetime
+
+    def set_external_id(self, external_id: Sealed | None, at: datetime) -> None:
+        self.require_current()
+        self._external_id_set(external_id=external_id, at=at)
+
+    @event(ExternalIdSet)
+    def _external_id_set(self, external_id: Sealed | None, at: datetime) -> None:
+        self.external_id = external_id
+
+    class Merged(TenantAggregate.Event):
+        """Another contact was merged into this one: its identities, details, tags,
+        attributes and consent were copied here (by the events before this one) and its
+        conversations now belong to this contact."""
+
+        merged_contact_id: UUID
+        conversation_ids: list[UUID]
+        at: datetime
+
+    def record_merge(
+        self, merged_contact_id: UUID, conversation_ids: list[UUID], at: datetime
+    ) -> None:
+        self.require_current()
+        self._merged(merged_contact_id=merged_contact_id, conversation_ids=conversation_ids, at=at)
+
+    @event(Merged)
+    def _merged(self, merged_contact_id: UUID, conversation_ids: list[UUID], at: datetime) -> None:
+        pass
+
+    class MergedInto(TenantAggregate.Event):
+        """This contact was merged into ``survivor_id`` and is no longer used; its own
+        scope key is destroyed (its data lives on, re-sealed, in the survivor)."""
+
+        survivor_id: UUID
+        at: datetime
+
+    def merge_into(self, survivor_id: UUID, at: datetime) -> None:
+        self.require_current()
+        if self.restricted:
+            raise ContactRestrictedError("a restricted contact cannot be merged")
+        self._merged_into(survivor_id=survivor_id, at=at)
+
+    @event(MergedInto)
+    def _merged_into(self, survivor_id: UUID, at: datetime) -> None:
+        self.merged_into = survivor_id
+
+
+class ContactRestrictedError(ConflictError):
+    """Processing of the contact is restricted (GDPR art. 18): integrations may not
+    change it, and it cannot be merged."""
+
+    code = "restricted"
 
 
 MAX_TAGS = 100

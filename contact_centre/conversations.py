@@ -534,6 +534,23 @@ class Conversation(TenantAggregate):
     def _content_erased(self, reason: str, request_id: UUID | None, at: datetime) -> None:
         self.content_erased = True
 
+    class ContactChanged(TenantAggregate.Event):
+        """The conversation now belongs to ``contact_id`` (its contact was merged into
+        that one); ``previous_contact_id`` is the merged-away contact."""
+
+        contact_id: UUID
+        previous_contact_id: UUID
+        at: datetime
+
+    def change_contact(self, contact_id: UUID, at: datetime) -> None:
+        if contact_id == self.contact_id:
+            return
+        self._contact_changed(contact_id=contact_id, previous_contact_id=self.contact_id, at=at)
+
+    @event(ContactChanged)
+    def _contact_changed(self, contact_id: UUID, previous_contact_id: UUID, at: datetime) -> None:
+        self.contact_id = contact_id
+
     # -- calls (voice) ----------------------------------------------------------------
     class CallStatusChanged(TenantAggregate.Event):
         """A call of this conversation moved on (ringing, answered, completed, no-answer,

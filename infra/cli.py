@@ -48,6 +48,16 @@ configuration (environment variables):
                         commands per write transaction (256), how many may wait (20000)
   CC_RETENTION_INTERVAL_SECONDS
                         how often serve runs the retention sweep (default 3600; 0: never)
+  CC_WEBHOOK_ALLOWED_NETWORKS
+                        comma-separated CIDRs outbound webhooks may reach although
+                        private, loopback or link-local (default: none)
+  CC_WEBHOOK_CONNECT_TIMEOUT_S, CC_WEBHOOK_READ_TIMEOUT_S
+                        timeouts of a webhook attempt (default 5 and 15)
+  CC_WEBHOOK_LOG_DAYS   days the webhook delivery log is kept (default 30)
+  CC_WEBHOOK_INTERVAL_MS, CC_WEBHOOK_CONCURRENCY
+                        how often the dispatcher looks for due deliveries and how many
+                        it sends at once (default 200 and 64)
+  CC_IMPORT_MAX_LINES   lines of one NDJSON contact import (default 100000)
 
 scaled mode (with CC_DATABASE_URL; see docs/scaled.md):
   CC_KAFKA_BOOTSTRAP    host:port[,host:port] of Kafka; serve then runs no projections and
@@ -485,7 +495,9 @@ def parser() -> argparse.ArgumentParser:
         help="empty a read model and rebuild it from the event log (NAME or 'all'); "
         "prints a progress bar and a final count",
     )
-    rebuild.add_argument("name", help="inbox, directory, crm, timeline, queues, metrics, or all")
+    rebuild.add_argument(
+        "name", help="inbox, directory, crm, timeline, queues, metrics, webhooks, ..., or all"
+    )
     rebuild.add_argument("--data-dir")
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
     rebuild.set_defaults(handler=cmd_projections_rebuild)

@@ -52,15 +52,13 @@ def _optional_port(env: Mapping[str, str], name: str) -> int | None:
     return port
 
 
-def _networks(raw: str) -> tuple[str, ...]:
+def _networks(raw: str, name: str = "CC_TRUSTED_PROXIES") -> tuple[str, ...]:
     items = tuple(item.strip() for item in raw.split(",") if item.strip())
     for item in items:
         try:
             ipaddress.ip_network(item, strict=False)
         except ValueError:
-            raise ConfigError(
-                f"CC_TRUSTED_PROXIES: {item!r} is not an IP address or CIDR"
-            ) from None
+            raise ConfigError(f"{name}: {item!r} is not an IP address or CIDR") from None
     return items
 
 
@@ -97,6 +95,16 @@ class Settings:
     kafka_partitions: int = 12
     kafka_replication_factor: int = 1
     kafka_session_timeout_ms: int = 10_000
+    # -- outbound webhooks --
+    # Private, loopback and link-local targets are refused unless inside one of these
+    # (e.g. 127.0.0.1/32 for a receiver on this machine); plain http only to them.
+    webhook_allowed_networks: tuple[str, ...] = ()
+    webhook_connect_timeout_s: int = 5
+    webhook_read_timeout_s: int = 15
+    webhook_log_days: int = 30  # attempts and settled deliveries are kept this long
+    webhook_interval_ms: int = 200  # the dispatcher looks for due deliveries this often
+    webhook_concurrency: int = 64  # requests in flight at once
+    import_max_lines: int = 100_000  # lines of one NDJSON contact import
 
     @property
     def is_scaled(self) -> bool:
@@ -156,6 +164,15 @@ class Settings:
             kafka_session_timeout_ms=_int(
                 env, "CC_KAFKA_SESSION_TIMEOUT_MS", 10_000, minimum=1_000
             ),
+            webhook_allowed_networks=_networks(
+                env.get("CC_WEBHOOK_ALLOWED_NETWORKS") or "", "CC_WEBHOOK_ALLOWED_NETWORKS"
+            ),
+            webhook_connect_timeout_s=_int(env, "CC_WEBHOOK_CONNECT_TIMEOUT_S", 5, minimum=1),
+            webhook_read_timeout_s=_int(env, "CC_WEBHOOK_READ_TIMEOUT_S", 15, minimum=1),
+            webhook_log_days=_int(env, "CC_WEBHOOK_LOG_DAYS", 30, minimum=1),
+            webhook_interval_ms=_int(env, "CC_WEBHOOK_INTERVAL_MS", 200, minimum=10),
+            webhook_concurrency=_int(env, "CC_WEBHOOK_CONCURRENCY", 64, minimum=1),
+            import_max_lines=_int(env, "CC_IMPORT_MAX_LINES", 100_000, minimum=1),
         )
 
 

@@ -269,6 +269,11 @@ class Progress:
         with self._lock:
             return self._positions.get(consumer, 0)
 
+    def shows(self, consumer: str, position: int) -> bool:
+        """Whether ``consumer`` has applied the save whose last notification id is
+        ``position`` (a save of this process)."""
+        return self.get(consumer) >= position
+
     def advance(self, consumer: str, position: int) -> None:
         with self._lock:
             self._positions[consumer] = max(position, self._positions.get(consumer, 0))

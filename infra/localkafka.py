@@ -233,8 +233,8 @@ class LocalKafka:
                 "kafka.tools.StorageTool",
                 "format",
                 "--standalone",
-                "-t",
-                cluster_id,
+                # "=": a random id may start with "-", which argparse would take for an option
+                f"--cluster-id={cluster_id}",
                 "-c",
                 str(config),
             ),

@@ -13,6 +13,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from infra.store import (
     SQLiteWriteIndex,
 )
 from infra.vault import KeyVault
+from infra.webhooks import WebhookServices, install_webhooks
 from infra.writer import Writer
 from projections.base import Projection
 from projections.channel_activity import ChannelActivityProjection
@@ -52,6 +54,7 @@ from projections.metrics import MetricsProjection
 from projections.queues import QueueStateProjection
 from projections.retention import RetentionLedgerProjection
 from projections.timeline import TimelineProjection
+from projections.webhooks import WebhooksProjection
 from workflows.base import Policy, Ticker
 from workflows.placement import DefaultPlacement, QueueFinder
 from workflows.privacy import PrivacyService, RetentionTicker
@@ -72,7 +75,9 @@ def schema_lock(url: str) -> Iterator[None]:
         yield
 
 
-def all_projections(sealer: Sealer) -> list[Projection]:
+def partitioned_projections(sealer: Sealer) -> list[Projection]:
+    """The projections that need only each aggregate's events in order: in scaled mode
+    `contact-centre worker projections` runs them, partition by partition."""
     return [
         InboxProjection(),
         DirectoryProjection(),
@@ -85,6 +90,19 @@ def all_projections(sealer: Sealer) -> list[Projection]:
         DeliveriesProjection(),
         ChannelActivityProjection(),
     ]
+
+
+def log_order_projections(webhook_log_days: int = 30) -> list[Projection]:
+    """The projections that need the whole log in its order (the webhook outbox: which
+    subscriptions an event finds, and per-conversation delivery order, depend on what came
+    before it in any aggregate). Every process's in-process feed runs them, in scaled mode
+    too, reading the event store's notification log; the tracking table lets one process
+    apply each batch."""
+    return [WebhooksProjection(log_retention=timedelta(days=webhook_log_days))]
+
+
+def all_projections(sealer: Sealer, webhook_log_days: int = 30) -> list[Projection]:
+    return [*partitioned_projections(sealer), *log_order_projections(webhook_log_days)]
 
 
 def all_policies(runtime: Runtime) -> list[Policy]:
@@ -144,6 +162,7 @@ class Runtime:
     routing: RoutingFeed | None = None  # the routing state, in memory, following the log
     router: Router | None = None
     live: LiveHub = field(default_factory=LiveHub)  # agents' and supervisors' sockets
+    webhooks: WebhookServices | None = None
     _closers: list[Any] = field(default_factory=list)
     started: bool = False
 
@@ -179,6 +198,8 @@ class Runtime:
         if self.started:
             if self.tickers is not None:
                 self.tickers.stop()
+            if self.webhooks is not None and self.webhooks.leader is not None:
+                self.webhooks.leader.close()
             self.writer.stop()
             self.feed.stop()
             self.audit.stop()
@@ -309,10 +330,14 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         other.listeners.append(lambda recorded: saved[0](recorded))
         return other
 
-    consumers = [ProjectionConsumer(p, readdb) for p in all_projections(vault)]
+    consumers = [
+        ProjectionConsumer(p, readdb)
+        for p in all_projections(vault, webhook_log_days=settings.webhook_log_days)
+    ]
+    log_order = {p.name for p in log_order_projections()}
     for consumer in consumers:
         consumer.setup()
-        if not settings.uses_kafka:
+        if not settings.uses_kafka or consumer.name in log_order:
             feed.add(consumer)
     schema_setup.close()
     if settings.uses_kafka:
@@ -320,10 +345,15 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         # process only waits for them to show its own writes (read-your-writes).
         from infra.kafka.progress import PartitionProgress
 
-        progress = PartitionProgress(readdb, settings)
+        progress = PartitionProgress(readdb, settings, log_order=frozenset(log_order))
         closers.append(progress.close)
         feed.progress = progress
-        saved[0] = progress.record
+
+        def record(recorded: Any) -> None:
+            progress.record(recorded)
+            feed.publish(recorded)  # the log-order projections, run here
+
+        saved[0] = record
     app.listeners.append(lambda recorded: saved[0](recorded))
     writer = Writer(
         app,
@@ -353,6 +383,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         runtime.add_ticker(RetentionTicker(privacy, settings.retention_interval_seconds))
     install_routing(runtime)
     runtime.channels = install_channels(runtime)
+    runtime.webhooks = install_webhooks(runtime)
     return runtime
 
 

@@ -40,8 +40,9 @@ class CrmProjection(Projection):
     name = "crm"
     # 4: contact totals derived from the conversation rows, so events of a contact and of
     # its conversations may arrive in either order (Kafka partitions them apart)
-    version = 4
-    tables = ("rm_crm_contacts", "rm_crm_search", "rm_crm_conversations")
+    # 5: merged contacts (rm_crm_merged) and conversations moving between contacts
+    version = 5
+    tables = ("rm_crm_contacts", "rm_crm_search", "rm_crm_conversations", "rm_crm_merged")
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_crm_contacts ("
         " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, display_name TEXT,"
@@ -49,7 +50,8 @@ class CrmProjection(Projection):
         " opted_out TEXT NOT NULL, first_contact_at BIGINT, last_contact_at BIGINT,"
         " open_conversations INTEGER NOT NULL, total_conversations INTEGER NOT NULL,"
         " created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,"
-        " restricted INTEGER NOT NULL DEFAULT 0, notice_delete_after BIGINT)",
+        " restricted INTEGER NOT NULL DEFAULT 0, notice_delete_after BIGINT,"
+        " external_id TEXT)",
         "CREATE INDEX IF NOT EXISTS rm_crm_contacts_recent"
         " ON rm_crm_contacts (tenant_id, last_contact_at, id)",
         "CREATE TABLE IF NOT EXISTS rm_crm_search ("
@@ -61,6 +63,9 @@ class CrmProjection(Projection):
         " status TEXT NOT NULL, first_at BIGINT, last_at BIGINT)",
         "CREATE INDEX IF NOT EXISTS rm_crm_conversations_contact"
         " ON rm_crm_conversations (contact_id)",
+        # contacts merged into another: where to find them now
+        "CREATE TABLE IF NOT EXISTS rm_crm_merged ("
+        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, merged_into TEXT NOT NULL)",
     )
 
     def __init__(self, sealer: Sealer) -> None:
@@ -204,6 +209,31 @@ class CrmProjection(Projection):
         tx.execute("DELETE FROM rm_crm_search WHERE contact_id = ?", (contact_id,))
         tx.execute("DELETE FROM rm_crm_contacts WHERE id = ?", (contact_id,))
 
+    @handles(Contact.ExternalIdSet)
+    def _external_id(self, tx: Tx, e: Contact.ExternalIdSet, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_crm_contacts SET external_id = ?, updated_at = ? WHERE id = ?",
+            (sealed_text(e.external_id), micros(e.at), str(e.originator_id)),
+        )
+
+    @handles(Contact.MergedInto)
+    def _merged_into(self, tx: Tx, e: Contact.MergedInto, position: int) -> None:
+        """The merged-away contact's row goes (its key is destroyed) and its id points at
+        the survivor. Its conversations move by their own ContactChanged events, and the
+        survivor's totals follow from its conversation rows whichever comes first."""
+        merged, survivor = str(e.originator_id), str(e.survivor_id)
+        tx.execute("DELETE FROM rm_crm_search WHERE contact_id = ?", (merged,))
+        tx.execute("DELETE FROM rm_crm_contacts WHERE id = ?", (merged,))
+        tx.execute(
+            "INSERT INTO rm_crm_merged (id, tenant_id, merged_into) VALUES (?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (merged, str(e.tenant_id), survivor),
+        )
+        # a contact merged earlier into this one now points at the survivor too
+        tx.execute(
+            "UPDATE rm_crm_merged SET merged_into = ? WHERE merged_into = ?", (survivor, merged)
+        )
+
     # -- conversations -----------------------------------------------------------------
     @handles(Conversation.Opened)
     def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
@@ -276,6 +306,17 @@ class CrmProjection(Projection):
         if (status.value in _OPEN) != (before in _OPEN):
             self._totals(tx, contact_id)
 
+    @handles(Conversation.ContactChanged)
+    def _contact_changed(self, tx: Tx, e: Conversation.ContactChanged, position: int) -> None:
+        if self._contact_of(tx, str(e.originator_id)) is None:
+            return
+        tx.execute(
+            "UPDATE rm_crm_conversations SET contact_id = ? WHERE id = ?",
+            (str(e.contact_id), str(e.originator_id)),
+        )
+        for contact_id in (str(e.previous_contact_id), str(e.contact_id)):
+            self._totals(tx, contact_id)
+
     @handles(Conversation.MarkedPending)
     def _pending(self, tx: Tx, e: Any, position: int) -> None:
         self._status(tx, str(e.originator_id), ConversationStatus.PENDING)
@@ -309,6 +350,7 @@ CONTACT_KEYS = (
     "updated_at",
     "restricted",
     "notice_delete_after",
+    "external_id",
 )
 
 
@@ -319,6 +361,23 @@ def get_contact(tx: Tx, tenant_id: str, contact_id: str) -> dict[str, Any] | Non
     )
     row = tx.fetchone()
     return None if row is None else dict(zip(CONTACT_KEYS, row, strict=True))
+
+
+def merged_into(tx: Tx, tenant_id: str, contact_id: str) -> str | None:
+    """The contact a merged-away contact now lives on in, if it was merged. Follows a chain
+    (A into B, then B into C gives C) whichever order the merges were projected in."""
+    found: str | None = None
+    current, seen = contact_id, {contact_id}
+    while True:
+        tx.execute(
+            "SELECT merged_into FROM rm_crm_merged WHERE tenant_id = ? AND id = ?",
+            (tenant_id, current),
+        )
+        row = tx.fetchone()
+        if row is None or str(row[0]) in seen:
+            return found
+        found = current = str(row[0])
+        seen.add(current)
 
 
 def search_contact_ids(
@@ -345,10 +404,13 @@ def list_contacts(
     tag: str | None = None,
     after: tuple[int, str] | None = None,
     limit: int = 50,
+    include_restricted: bool = True,
 ) -> list[dict[str, Any]]:
     """Most recently in contact first (never-contacted contacts last)."""
     where = ["tenant_id = ?"]
     params: list[Any] = [tenant_id]
+    if not include_restricted:
+        where.append("restricted = 0")
     if ids is not None:
         if not ids:
             return []

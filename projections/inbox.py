@@ -216,6 +216,19 @@ class InboxProjection(Projection):
             (conversation_id,),
         )
 
+    @handles(Contact.MergedInto)
+    def _contact_merged(self, tx: Tx, e: Contact.MergedInto, position: int) -> None:
+        """The merged-away contact's conversations now name the survivor (see
+        ``Conversation.ContactChanged``): its own row is no longer shown anywhere."""
+        tx.execute("DELETE FROM rm_contacts WHERE id = ?", (str(e.originator_id),))
+
+    @handles(Conversation.ContactChanged)
+    def _contact_changed(self, tx: Tx, e: Conversation.ContactChanged, position: int) -> None:
+        tx.execute(
+            "UPDATE rm_conversations SET contact_id = ? WHERE id = ?",
+            (str(e.contact_id), str(e.originator_id)),
+        )
+
     @handles(Conversation.Queued)
     def _queued(self, tx: Tx, e: Conversation.Queued, position: int) -> None:
         tx.execute(

@@ -253,6 +253,12 @@ class RetentionLedgerProjection(Projection):
     def _contact_erased(self, tx: Tx, e: Contact.Erased, position: int) -> None:
         self._erased(tx, e, [f"contact:{e.originator_id}"], e.reason, e.request_id)
 
+    @handles(Contact.MergedInto)
+    def _contact_merged(self, tx: Tx, e: Contact.MergedInto, position: int) -> None:
+        """The merged-away contact's data lives on in the survivor; its own scope key is
+        destroyed, which the ledger records like an erasure (rule ``contact_merged``)."""
+        self._erased(tx, e, [f"contact:{e.originator_id}"], "contact_merged", None)
+
     # -- conversations -----------------------------------------------------------------
     @handles(Conversation.Opened)
     def _conversation(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
@@ -294,6 +300,16 @@ class RetentionLedgerProjection(Projection):
         row = tx.fetchone()
         if row is not None and row[0]:
             self._touch_contact(tx, str(row[0]))
+
+    @handles(Conversation.ContactChanged)
+    def _contact_changed(self, tx: Tx, e: Conversation.ContactChanged, position: int) -> None:
+        """The conversation's scopes now belong to the survivor of a merge: its holds and
+        its erasure cover them."""
+        conversation = str(e.originator_id)
+        tx.execute(
+            "UPDATE rm_retention_scopes SET contact_id = ? WHERE conversation_id = ?",
+            (str(e.contact_id), conversation),
+        )
 
     @handles(Conversation.MessageReceived)
     def _received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:

@@ -79,6 +79,19 @@ class TimelineProjection(Projection):
         )
         self._entry(tx, e, position, "status", detail={"status": "opened"})
 
+    @handles(Conversation.ContactChanged)
+    def _contact_changed(self, tx: Tx, e: Conversation.ContactChanged, position: int) -> None:
+        """A merge: the conversation's history joins the survivor's timeline."""
+        conversation_id, contact_id = str(e.originator_id), str(e.contact_id)
+        tx.execute(
+            "UPDATE rm_timeline_conversations SET contact_id = ? WHERE id = ?",
+            (contact_id, conversation_id),
+        )
+        tx.execute(
+            "UPDATE rm_timeline SET contact_id = ? WHERE conversation_id = ?",
+            (contact_id, conversation_id),
+        )
+
     @handles(Conversation.MessageReceived)
     def _received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
         self._entry(

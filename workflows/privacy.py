@@ -19,8 +19,10 @@ from functools import partial
 from typing import Any, Protocol
 from uuid import UUID
 
+from eventsourcing.application import AggregateNotFoundError
+
 from contact_centre.application import ContactCentre, ErasureOutcome, UnitOfWork
-from contact_centre.compliance import DataSubjectRequest, RequestKind
+from contact_centre.compliance import DUE_SOON, DataSubjectRequest, RequestKind
 from contact_centre.errors import ConflictError, DomainError, NotFoundError, ValidationError
 from contact_centre.retention import Category, RetentionPolicy
 from contact_centre.tenancy import Tenant, TenantStatus
@@ -145,7 +147,10 @@ class PrivacyService:
         """Carry out a request and record its outcome (no personal data in it)."""
         details = details or {}
         with self._lock:
-            request: Any = self.app.repository.get(request_id)
+            try:
+                request: Any = self.app.repository.get(request_id)
+            except AggregateNotFoundError:
+                request = None
             if not isinstance(request, DataSubjectRequest) or request.tenant_id != tenant_id:
                 raise NotFoundError(f"request {request_id} not found")
             kind = request.kind
@@ -552,6 +557,49 @@ def _category_counts(tx: Tx, tenant_id: str) -> dict[str, dict[str, int]]:
 
 def _iso(value: int | None) -> str | None:
     return None if value is None else from_micros(value).isoformat()
+
+
+class RequestDueTicker(Ticker):
+    """Announces open data-subject requests that fall due within a week
+    (``DataSubjectRequest.DueSoon``, the ``request.due`` webhook), once per due date."""
+
+    name = "requests-due"
+
+    def __init__(self, app: ContactCentre, read: Callable[[], Any], interval: float = 60.0) -> None:
+        self.app = app
+        self._read = read
+        self.interval = interval
+        self._done: set[tuple[str, int]] = set()  # (request, due date) announced already
+
+    def tick(self, now: datetime) -> int:
+        horizon = micros(now + DUE_SOON)
+        with self._read() as tx:
+            due = [
+                (UUID(state["tenant_id"]), row)
+                for state in ledger.tenants(tx)
+                if state["status"] == "active"
+                for row in ledger.requests(
+                    tx, state["tenant_id"], status="open", due_before=horizon
+                )
+            ]
+        done = 0
+        for tenant_id, row in due:
+            key = (str(row["id"]), int(row["due_at"]))
+            if key in self._done:
+                continue
+            request_id = UUID(row["id"])
+            try:
+                announced, _ = self.app.run(
+                    partial(
+                        self.app.remind_request_due_in, tenant_id=tenant_id, request_id=request_id
+                    )
+                )
+            except DomainError as error:
+                log.warning("request %s not announced (%s)", request_id, error.code)
+                continue
+            self._done.add(key)
+            done += int(bool(announced))
+        return done
 
 
 class RetentionTicker(Ticker):

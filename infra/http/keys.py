@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -11,4 +11,5 @@ if TYPE_CHECKING:
     from infra.runtime import Runtime
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
 AUTH: web.AppKey[Authenticator] = web.AppKey("auth")

@@ -82,12 +82,12 @@ def _policy_body(policy: RetentionPolicy) -> dict[str, Any]:
 async def put_policy(request: web.Request) -> web.Response:
     principal, rt = await _caller(request, ADMIN)
     doc = await read_json(request)
+    reject_unknown(doc, {"months", "contact_notice_days"})
+    if not isinstance(doc.get("months") or {}, dict):
+        raise ValidationError("months must be an object of category: months")
     changes = dict(doc.get("months") or {})
     if "contact_notice_days" in doc:
         changes["contact_notice_days"] = doc["contact_notice_days"]
-    reject_unknown(doc, {"months", "contact_notice_days"})
-    if not isinstance(doc.get("months", {}), dict):
-        raise ValidationError("months must be an object of category: months")
     policy, _ = await rt.writer.run(
         lambda uow: rt.app.change_retention_policy_in(uow, principal.tenant_id, changes)
     )

@@ -16,6 +16,7 @@ from contact_centre.interaction import Channel
 from contact_centre.staff import AgentPresence
 from contact_centre.tenancy import Role
 from infra.db import Tx
+from infra.http import openapi
 from infra.http.auditing import record_read
 from infra.http.auth import (
     ALL_ROLES,
@@ -26,7 +27,7 @@ from infra.http.auth import (
 from infra.http.channel_views import enrich_conversation
 from infra.http.crm_routes import setup_crm_routes
 from infra.http.errors import ApiError
-from infra.http.keys import AUTH, RUNTIME
+from infra.http.keys import AUTH, OPENAPI, RUNTIME
 from infra.http.paging import decode_cursor, encode_cursor, page_limit
 from infra.http.privacy_routes import setup_privacy_routes
 from infra.http.schemas import (
@@ -41,6 +42,7 @@ from infra.http.schemas import (
 from infra.http.search import search_tokens, search_words_of
 from infra.http.supervision_routes import setup_supervision_routes
 from infra.http.views import Opener, iso, render_conversation, render_message, render_note
+from infra.http.webhook_routes import setup_webhook_routes
 from infra.runtime import Runtime
 from projections import crm, directory, inbox
 from projections.base import loads
@@ -96,7 +98,11 @@ async def ready(request: web.Request) -> web.Response:
 
             marks = watermarks(rt.readdb, events_topic(rt.settings.kafka_topic_prefix))
             relay, positions = marks if marks is not None else (0, {})
+            positions = dict(positions)
             state["relay"] = {"position": relay, "lag": latest - relay}
+            with rt.readdb.read() as tx:  # the log-order projections (the webhook outbox)
+                tx.execute("SELECT consumer, position FROM cc_tracking WHERE partition = -1")
+                positions.update({str(name): int(pos) for name, pos in tx.fetchall()})
         else:
             with rt.readdb.read() as tx:
                 tx.execute("SELECT consumer, position FROM cc_tracking WHERE partition = -1")
@@ -127,6 +133,11 @@ async def ready(request: web.Request) -> web.Response:
             **({"relay": state["relay"]} if "relay" in state else {}),
         }
     )
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 description of every route (infra/http/openapi.py)."""
+    return web.json_response(request.app[OPENAPI])
 
 
 # -- interactions -------------------------------------------------------------------------
@@ -646,6 +657,8 @@ async def list_queues(request: web.Request) -> web.Response:
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
+    app[OPENAPI] = openapi.document()
+    app.router.add_get("/v1/openapi.json", openapi_json)
     app.router.add_post("/v1/interactions", post_interaction)
     app.router.add_get("/v1/conversations", list_conversations)
     app.router.add_get("/v1/conversations/{conversation_id}", get_conversation)
@@ -669,3 +682,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_patch("/v1/queues/{queue_id}", patch_queue)
     setup_crm_routes(app)
     setup_privacy_routes(app)
+    setup_webhook_routes(app)

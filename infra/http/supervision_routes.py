@@ -18,7 +18,7 @@ from infra.http.keys import AUTH, RUNTIME
 from infra.http.schemas import parse_time, parse_uuid
 from infra.http.views import iso
 from infra.runtime import Runtime
-from projections import directory, metrics, queues, retention
+from projections import directory, metrics, queues, retention, webhooks
 from projections.base import micros
 
 WATCHERS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.AGENT})
@@ -111,6 +111,7 @@ async def live_metrics(request: web.Request) -> web.Response:
             working = metrics.in_progress(tx, tenant, allowed)
             open_requests = retention.requests(tx, tenant, status="open")
             breach_count, recent = metrics.sla_breaches(tx, tenant, now - DAY, allowed)
+            endpoints = webhooks.health(tx, tenant)
         waits = [max(0, now - int(r["waiting_since"])) // 1_000_000 for r in rows]
         return {
             "at": iso(now),
@@ -139,6 +140,9 @@ async def live_metrics(request: web.Request) -> web.Response:
                 ),
                 "overdue": sum(1 for r in open_requests if int(r["due_at"]) < now),
             },
+            # outbound webhooks: endpoints disabled (410 or sustained failure) or failing
+            # now, and deliveries given up (docs/webhooks.md)
+            "webhooks": endpoints,
         }
 
     return web.json_response(await asyncio.to_thread(query))

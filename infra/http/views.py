@@ -156,6 +156,7 @@ def render_crm_contact(row: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
             {"kind": kind, "address": opener.text(address)}
             for kind, address in loads(row["identities"])
         ],
+        "external_id": opener.text(row.get("external_id")),
         "tags": loads(row["tags"]),
         "attributes": loads(attributes_text) if attributes_text else {},
         "opted_out": loads(row["opted_out"]),

@@ -13,7 +13,7 @@ from typing import Any
 
 from infra.config import ConfigError, Settings
 from infra.kafka.client import bootstrap, topic
-from infra.runtime import EVENTS_TABLE, Runtime, all_policies, all_projections, build
+from infra.runtime import EVENTS_TABLE, Runtime, all_policies, build, partitioned_projections
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
 def projection_targets(runtime: Runtime, names: Sequence[str] = ()) -> list[Any]:
     from infra.kafka.targets import ProjectionTarget
 
-    projections = {p.name: p for p in all_projections(runtime.vault)}
+    projections = {p.name: p for p in partitioned_projections(runtime.vault)}
     chosen = _chosen("projection", names, list(projections))
     name = topic(runtime.settings)
     return [

@@ -34,8 +34,18 @@ class PartitionProgress(Progress):
     REMEMBER = 50_000  # saves whose partitions are kept (a wait is for a recent write)
     REFRESH_PARTITIONS = 10.0  # seconds between re-reading the topic's partition count
 
-    def __init__(self, db: Database, settings: Settings, *, poll_interval: float = 0.005):
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        poll_interval: float = 0.005,
+        log_order: frozenset[str] = frozenset(),
+    ):
         super().__init__()
+        # projections this process's feed runs in log order (the webhook outbox): their
+        # progress is a plain log position, advanced by the feed
+        self.log_order = log_order
         self.db = db
         self.topic = events_topic(settings.kafka_topic_prefix)
         self.poll_interval = poll_interval
@@ -74,6 +84,8 @@ class PartitionProgress(Progress):
     async def wait(self, consumer: str, position: int, timeout: float) -> bool:
         """Wait until ``consumer`` shows the save whose last notification id is
         ``position``; False on timeout, or when this process did not make that save."""
+        if consumer in self.log_order:
+            return await super().wait(consumer, position, timeout)
         with self._saves_lock:
             needs = self._saves.get(position)
         if needs is None:
@@ -83,6 +95,10 @@ class PartitionProgress(Progress):
     async def wait_for_all(self, consumer: str, timeout: float) -> bool:
         """Wait until ``consumer`` shows every save this process remembers (the CLI's
         commands, before they read a read model back)."""
+        if consumer in self.log_order:
+            with self._saves_lock:
+                last = max(self._saves, default=0)
+            return await super().wait(consumer, last, timeout)
         needs: dict[int, int] = {}
         with self._saves_lock:
             for save in self._saves.values():

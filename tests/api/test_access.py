@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -11,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from infra.runtime import Runtime
 from tests.helpers import Api, interaction, settle
 
-OPEN_ROUTES = {("GET", "/health"), ("GET", "/ready")}
+OPEN_ROUTES = {("GET", "/health"), ("GET", "/ready"), ("GET", "/v1/openapi.json")}
 # Provider webhooks and the visitor socket take no bearer token: they are authenticated by
 # the provider's signature (or the widget key and origin), and tests/channels proves that
 # forged, stale and cross-tenant requests are refused and write nothing.
@@ -49,6 +50,7 @@ async def test_health_and_ready_need_no_token(client: TestClient[Any, Any]) -> N
             "channel_settings",
             "deliveries",
             "channel_activity",
+            "webhooks",
         }
 
 
@@ -106,12 +108,46 @@ ROLE_MATRIX = [
     ("GET", "/v1/routing/agents", None, {"admin", "supervisor"}),
     ("GET", "/v1/routing/rules", None, {"admin", "supervisor"}),
     ("PUT", "/v1/routing/rules", {"rules": []}, {"admin"}),
+    ("POST", "/v1/contacts", lambda: crm_contact(), {"admin", "integration"}),
+    ("POST", "/v1/contacts/import", lambda: Raw(ndjson(crm_contact())), {"admin", "integration"}),
+    ("POST", "/v1/webhooks", lambda: webhook_subscription(), {"admin"}),
+    ("GET", "/v1/webhooks", None, {"admin"}),
 ]
 # The live sockets authenticate like every endpoint; tests/routing/test_live.py proves that
 # other roles, forged tokens and other tenants are refused before the upgrade.
 LIVE_ROUTES = {("GET", "/v1/agent/ws"), ("GET", "/v1/supervisor/ws")}
 # Matrix paths that stand for a templated route.
 TEMPLATED = {"/v1/channel-settings/webchat": "/v1/channel-settings/{provider}"}
+
+
+class Raw:
+    """A request body that is not JSON (NDJSON here)."""
+
+    def __init__(self, data: bytes, content_type: str = "application/x-ndjson") -> None:
+        self.data = data
+        self.content_type = content_type
+
+
+def ndjson(*docs: dict[str, Any]) -> bytes:
+    return b"".join(json.dumps(doc).encode() + b"\n" for doc in docs)
+
+
+def crm_contact() -> dict[str, Any]:
+    return {"identities": [{"kind": "email", "address": f"{secrets.token_hex(6)}@crm.example"}]}
+
+
+def webhook_subscription() -> dict[str, Any]:
+    # a closed port on this machine (the tests allow 127.0.0.1); no event of these tests
+    # is of this type, so nothing is ever sent
+    return {"url": "http://127.0.0.1:9/hook", "event_types": ["request.due"]}
+
+
+async def call(api: Api, method: str, path: str, body: Any) -> tuple[int, Any]:
+    if isinstance(body, Raw):
+        return await api.call(
+            method, path, data=body.data, headers={"Content-Type": body.content_type}
+        )
+    return await api.call(method, path, json=body)
 
 
 def webchat_settings() -> dict[str, Any]:
@@ -129,7 +165,7 @@ async def test_each_role_reaches_exactly_its_endpoints(api: Api) -> None:
     for method, path, body, allowed in ROLE_MATRIX:
         for role, token in tokens.items():
             payload = body() if callable(body) else body
-            status, answer = await api.as_token(token).call(method, path, json=payload)
+            status, answer = await call(api.as_token(token), method, path, payload)
             if role in allowed:
                 assert status < 400, (method, path, role, answer)
             else:
@@ -145,6 +181,7 @@ async def test_an_integration_token_cannot_read_conversations(api: Api) -> None:
 
 def cross_tenant_calls(ids: dict[str, str]) -> list[tuple[str, str, Any]]:
     c = ids["conversation_id"]
+    w, d = ids["webhook_id"], ids["delivery_id"]
     return [
         ("GET", f"/v1/conversations/{c}", None),
         ("POST", f"/v1/conversations/{c}/replies", {"body": "x"}),
@@ -183,6 +220,17 @@ def cross_tenant_calls(ids: dict[str, str]) -> list[tuple[str, str, Any]]:
         ("POST", f"/v1/agents/{ids['agent_id']}/login", None),
         ("POST", f"/v1/agents/{ids['agent_id']}/logout", None),
         ("PATCH", f"/v1/agents/{ids['agent_id']}", {"capacity": {"voice": 2}}),
+        ("PATCH", f"/v1/contacts/{ids['contact_id']}", {"tags": {"add": ["vip"]}}),
+        ("POST", f"/v1/contacts/{ids['contact_id']}/merge", {"contact_id": ids["contact_id"]}),
+        ("GET", f"/v1/webhooks/{w}", None),
+        ("PATCH", f"/v1/webhooks/{w}", {"description": "x"}),
+        ("DELETE", f"/v1/webhooks/{w}", None),
+        ("POST", f"/v1/webhooks/{w}/rotate-secret", {}),
+        ("GET", f"/v1/webhooks/{w}/deliveries", None),
+        ("GET", f"/v1/webhooks/{w}/deliveries/{d}", None),
+        ("POST", f"/v1/webhooks/{w}/deliveries/{d}/replay", None),
+        ("POST", f"/v1/webhooks/{w}/replay", {"dead_letters": True}),
+        ("GET", f"/v1/webhooks/{w}/attempts", None),
     ]
 
 
@@ -214,6 +262,7 @@ LISTINGS = [
     "/v1/audit",
     "/v1/routing/agents",
     "/v1/routing/rules",
+    "/v1/webhooks",
 ]
 # These act on the caller's own tenant and take no id that could name another's.
 OWN_TENANT_ONLY = {
@@ -231,7 +280,11 @@ SEARCHES = [
 async def test_no_request_reaches_another_tenants_data(
     api: Api, client: TestClient[Any, Any], runtime: Runtime
 ) -> None:
-    # Tenant A with a conversation, an agent, a queue and a token.
+    # Tenant A with a webhook, a conversation, an agent, a queue and a token.
+    status, hook = await api.post(
+        "/v1/webhooks", {"url": "http://127.0.0.1:9/a", "event_types": ["contact.created"]}
+    )
+    assert status == 201, hook
     _, queue = await api.post("/v1/queues", {"name": "A's queue"})
     ids = await api.receive(
         body="A's secret",
@@ -265,6 +318,9 @@ async def test_no_request_reaches_another_tenants_data(
     ids["provider"] = "email"
     ids["tenant_id"] = str(api.tenant_id)
     await settle(runtime)
+    ids["webhook_id"] = hook["webhook_id"]
+    _, deliveries = await api.get(f"/v1/webhooks/{hook['webhook_id']}/deliveries")
+    ids["delivery_id"] = deliveries["items"][0]["delivery_id"]
 
     other = await Api.for_new_tenant(client, runtime, "Tenant B")
     before = runtime.app.recorder.max_notification_id()
@@ -297,12 +353,18 @@ async def test_no_request_reaches_another_tenants_data(
             "A's",
             "Ann",
         )
-        for secret in secrets:
+        for secret in (*secrets, ids["webhook_id"]):
             assert secret not in text, (answer, secret)
     # B's own interaction from A's customer's number lands in B's data only.
     status, body = await other.post("/v1/interactions", interaction())
     assert status == 201
     assert body["conversation_id"] != ids["conversation_id"]
+    # B's CRM upserting A's customer's number creates B's own contact.
+    status, body = await other.post(
+        "/v1/contacts", {"identities": [{"kind": "phone", "address": ids["phone"]}]}
+    )
+    assert (status, body["created"]) == (201, True)
+    assert body["contact_id"] != ids["contact_id"]
 
 
 async def test_the_isolation_test_covers_every_route(client: TestClient[Any, Any]) -> None:
@@ -319,6 +381,8 @@ async def test_the_isolation_test_covers_every_route(client: TestClient[Any, Any
         "block_id": "{block_id}",
         "provider": "{provider}",
         "tenant_id": "{tenant_id}",
+        "webhook_id": "{webhook_id}",
+        "delivery_id": "{delivery_id}",
     }
     covered |= {(m, p) for m, p, _ in cross_tenant_calls(fake)}
     covered |= {(m, p) for m, p, _ in agent_cross_tenant_calls(fake)}

@@ -22,7 +22,7 @@ import psycopg
 
 from infra.config import Settings
 from infra.kafka.messages import event_key, events_topic, partition_for, tenant_of
-from infra.runtime import EVENTS_TABLE, Runtime, all_projections, build
+from infra.runtime import EVENTS_TABLE, Runtime, build, partitioned_projections
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,10 +116,10 @@ def _normal(value: Any) -> Any:
 
 
 def read_models(runtime: Runtime) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table of every projection in ``all_projections()``, sorted."""
+    """Every row of every table of every projection in ``partitioned_projections()``, sorted."""
     dump: dict[str, list[tuple[Any, ...]]] = {}
     with runtime.readdb.read() as tx:
-        for projection in all_projections(runtime.vault):
+        for projection in partitioned_projections(runtime.vault):
             for table in projection.tables:
                 tx.execute(f"SELECT * FROM {table}")
                 rows = [tuple(_normal(v) for v in row) for row in tx.fetchall()]
@@ -259,7 +259,7 @@ def tracking(runtime: Runtime) -> dict[tuple[str, int], int]:
 
 def caught_up(runtime: Runtime, partitions: int) -> Callable[[], bool]:
     """True once every projection has applied, in every partition, all the log holds."""
-    names = [p.name for p in all_projections(runtime.vault)]
+    names = [p.name for p in partitioned_projections(runtime.vault)]
     log = LogPartitions(runtime, partitions)
 
     def check() -> bool:

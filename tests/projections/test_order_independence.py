@@ -18,7 +18,7 @@ import pytest
 
 from infra.config import Settings
 from infra.db import SQLiteDatabase
-from infra.runtime import Runtime, all_projections, build
+from infra.runtime import Runtime, build, partitioned_projections
 from tests.kafka.scenario import Scenario
 
 
@@ -81,7 +81,7 @@ def _interleaved(events: list[tuple[int, Any]], rng: random.Random | None) -> li
 
 def _apply(runtime: Runtime, path: Path, events: list[Any]) -> dict[str, list[tuple[Any, ...]]]:
     db = SQLiteDatabase(str(path))
-    projections = all_projections(runtime.vault)
+    projections = partitioned_projections(runtime.vault)
     try:
         with db.transaction() as tx:
             for projection in projections:
