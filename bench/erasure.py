@@ -376,14 +376,14 @@ def measure(
         )
         clock = ManualClock(store.clock_at)
         rt = build(store.settings, clock=clock)
+        # what `serve` runs beside the commands: checkpoints of the SQLite logs
+        background = TickerRunner([rt.checkpointer] if rt.checkpointer else [], clock)
         try:
             # a kept store opens in a fresh process: the in-memory routing state follows
             # the whole log first, as in `serve`, so erasure events reach it as they would
             t = time.perf_counter()
             rt.catch_up()
             print(f"  caught up in {time.perf_counter() - t:,.1f} s")
-            # what `serve` runs beside the commands: checkpoints of the SQLite logs
-            background = TickerRunner([rt.checkpointer] if rt.checkpointer else [], clock)
             background.start()
             _warm_up(rt, tenant)
             timings = []
@@ -399,8 +399,8 @@ def measure(
             report = rt.privacy.sweep(clock.now())
             sweep_s = time.perf_counter() - t
             scopes = sum(a.count for a in report.actions if a.action == "erase")
-            background.stop()
         finally:
+            background.stop()
             rt.close()
     return {
         "events": total,
