@@ -13,28 +13,46 @@ Last, the clock moves seven months ahead and a retention sweep erases the chat-v
 data that fell due; its rate is scopes erased per second.
 
     ./dev bench erasure [--backend sqlite|postgres|both] [--sizes 10000,1000000]
-                        [--subjects 20] [--conversations 50]
+                        [--subjects 20] [--conversations 50] [--batch 2000]
+                        [--data-dir DIR [--reuse]]
+
+With --data-dir the filled stores are kept under DIR (SQLite files, or a PostgreSQL
+cluster kept there) with a manifest.json beside each: the subjects' contact ids, the
+tenant id and the clock at the end of the fill (ids only: the traffic is synthetic). Every
+run erases in a copy of the filled store, so --reuse measures the same store again
+without the fill, which at 1,000,000 events takes most of an hour.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import json
+import os
 import random
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
+import psycopg
 from common import backend, percentile
 
 from contact_centre.application import Receive
 from contact_centre.clock import ManualClock
 from contact_centre.interaction import Channel, Direction, Identity, IdentityKind, Interaction
 from infra.config import Settings
+from infra.localpg import LocalPostgres
 from infra.runtime import Runtime, build
+from infra.scheduler import TickerRunner
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-BATCH = 500
+BATCH = 2000  # interactions per write transaction (the HTTP writer batches too)
 
 
 def _interaction(
@@ -59,7 +77,13 @@ def _interaction(
 
 
 def fill(
-    rt: Runtime, tenant: UUID, events: int, subjects: int, conversations: int, clock: ManualClock
+    rt: Runtime,
+    tenant: UUID,
+    events: int,
+    subjects: int,
+    conversations: int,
+    clock: ManualClock,
+    batch_size: int = BATCH,
 ) -> list[UUID]:
     """Background traffic up to ``events`` events, the subjects' conversations spread
     through it; returns the subjects' contact ids."""
@@ -77,7 +101,7 @@ def fill(
         if written >= events and not pending:
             break
         batch = []
-        for _ in range(BATCH):
+        for _ in range(batch_size):
             clock.advance(timedelta(milliseconds=50))
             at = clock.now()
             roll = rng.random()
@@ -141,23 +165,227 @@ def fill(
     return [contacts[s] for s in range(subjects)]
 
 
-def measure(name: str, size: int, subjects: int, conversations: int) -> dict[str, float]:
-    with backend(name) as b:
-        clock = ManualClock(T0)
-        settings = Settings(
-            data_dir=b.data_dir,
-            database_url=b.database_url,
-            master_key=base64.b64decode(b.env["CC_MASTER_KEY"]) if b.database_url else None,
-            retention_interval_seconds=0,
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class Store:
+    """A filled store: where it is, and what the benchmark needs to find its subjects
+    again (ids and the clock; the bench's own synthetic data, nothing personal)."""
+
+    settings: Settings
+    tenant_id: UUID
+    subjects: list[UUID]
+    clock_at: datetime
+    events: int
+    fill_seconds: float
+
+    def manifest(self, size: int, conversations: int) -> dict[str, Any]:
+        return {
+            "version": MANIFEST_VERSION,
+            "size": size,
+            "conversations": conversations,
+            "events": self.events,
+            "tenant_id": str(self.tenant_id),
+            "subjects": [str(s) for s in self.subjects],
+            "clock_at": self.clock_at.isoformat(),
+            "fill_seconds": round(self.fill_seconds, 1),
+        }
+
+
+def _fill_store(
+    settings: Settings, size: int, subjects: int, conversations: int, batch: int
+) -> Store:
+    clock = ManualClock(T0)
+    rt = build(settings, clock=clock)
+    try:
+        tenant, _ = rt.app.register_tenant("Bench")
+        began = time.perf_counter()
+        ids = fill(rt, tenant, size, subjects, conversations, clock, batch)
+        total = rt.app.recorder.max_notification_id() or 0
+        fill_s = time.perf_counter() - began
+    finally:
+        rt.close()
+    return Store(settings, tenant, ids, clock.now(), total, fill_s)
+
+
+def _load_manifest(path: Path, size: int, subjects: int, conversations: int) -> dict[str, Any]:
+    manifest = dict(json.loads(path.read_text()))
+    if manifest.get("version") != MANIFEST_VERSION or manifest["size"] != size:
+        raise SystemExit(f"{path}: made by another version of this benchmark; remove it")
+    if manifest["conversations"] != conversations or len(manifest["subjects"]) < subjects:
+        raise SystemExit(
+            f"{path}: filled with {len(manifest['subjects'])} subjects of"
+            f" {manifest['conversations']} conversations; remove it to fill again"
         )
-        rt = build(settings, clock=clock)
+    return manifest
+
+
+def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.replace(path)  # present only once the fill is complete
+
+
+@contextmanager
+def prepared(
+    name: str,
+    size: int,
+    subjects: int,
+    conversations: int,
+    *,
+    data_dir: Path | None,
+    reuse: bool,
+    batch: int,
+) -> Iterator[Store]:
+    """A filled store to erase in. With ``data_dir`` the filled store is kept there (one
+    per backend and size) and each run erases in a copy of it, so that the next run, with
+    ``reuse``, skips the fill."""
+    if data_dir is None:
+        with backend(name) as b:
+            settings = Settings(
+                data_dir=b.data_dir,
+                database_url=b.database_url,
+                master_key=base64.b64decode(b.env["CC_MASTER_KEY"]) if b.database_url else None,
+                retention_interval_seconds=0,
+            )
+            yield _fill_store(settings, size, subjects, conversations, batch)
+        return
+    home = data_dir / f"{name}-{size}"
+    manifest_path = home / "manifest.json"
+    if manifest_path.exists() and not reuse:
+        raise SystemExit(f"{home} holds a filled store: pass --reuse, or remove it")
+    home.mkdir(parents=True, exist_ok=True)
+    manifest = (
+        _load_manifest(manifest_path, size, subjects, conversations)
+        if manifest_path.exists()
+        else None
+    )
+    if name == "sqlite":
+        filled, work = home / "filled", home / "run"
+        if manifest is None:
+            shutil.rmtree(filled, ignore_errors=True)  # an interrupted fill
+            store = _fill_store(
+                Settings(data_dir=filled, retention_interval_seconds=0),
+                size,
+                subjects,
+                conversations,
+                batch,
+            )
+            manifest = store.manifest(size, conversations)
+            _write_manifest(manifest_path, manifest)
+            print(f"  kept the filled store in {filled}")
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(filled, work)
+        # a store at rest: otherwise the first fsyncs while erasing write the whole copy out
+        os.sync()
         try:
-            tenant, _ = rt.app.register_tenant("Bench")
-            began = time.perf_counter()
-            ids = fill(rt, tenant, size, subjects, conversations, clock)
-            total = rt.app.recorder.max_notification_id() or 0
-            fill_s = time.perf_counter() - began
-            print(f"  {name}: {total:,} events in {fill_s:,.0f} s; erasing {len(ids)} subjects")
+            yield _stored(Settings(data_dir=work, retention_interval_seconds=0), manifest)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
+    server = LocalPostgres(durable=True, directory=data_dir / "postgres-cluster")
+    server.start()
+    try:
+        key_path = home / "master.key"
+        if not key_path.exists():
+            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(os.urandom(32))
+        master_key = key_path.read_bytes()
+        filled, work = f"bench_erasure_{size}", f"bench_erasure_{size}_run"
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            if manifest is None:
+                conn.execute(f'DROP DATABASE IF EXISTS "{filled}"')
+                conn.execute(f'CREATE DATABASE "{filled}"')
+                store = _fill_store(
+                    Settings(
+                        data_dir=home / "data",
+                        database_url=server.url_for(filled),
+                        master_key=master_key,
+                        retention_interval_seconds=0,
+                    ),
+                    size,
+                    subjects,
+                    conversations,
+                    batch,
+                )
+                manifest = store.manifest(size, conversations)
+                _write_manifest(manifest_path, manifest)
+                print(f"  kept the filled store in {server.dir} (database {filled})")
+            conn.execute(f'DROP DATABASE IF EXISTS "{work}"')
+            conn.execute(f'CREATE DATABASE "{work}" TEMPLATE "{filled}"')
+        try:
+            yield _stored(
+                Settings(
+                    data_dir=home / "data",
+                    database_url=server.url_for(work),
+                    master_key=master_key,
+                    retention_interval_seconds=0,
+                ),
+                manifest,
+            )
+        finally:
+            with psycopg.connect(server.url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{work}"')
+    finally:
+        server.stop()
+
+
+def _stored(settings: Settings, manifest: dict[str, Any]) -> Store:
+    return Store(
+        settings,
+        UUID(manifest["tenant_id"]),
+        [UUID(s) for s in manifest["subjects"]],
+        datetime.fromisoformat(manifest["clock_at"]),
+        int(manifest["events"]),
+        float(manifest["fill_seconds"]),
+    )
+
+
+def _warm_up(rt: Runtime, tenant: UUID) -> None:
+    """Erase one background sender first, untimed: the subjects' erasures are measured in
+    a process that has erased before (as the fill's own process was, and a running
+    ``serve`` is), not the first one after start-up with cold caches."""
+    found, _ = rt.app.run(
+        lambda uow: rt.app.resolve_subject(
+            uow, tenant, Identity(IdentityKind.EMAIL, "user1@bench.example")
+        )
+    )
+    for contact_id in found:
+        rt.privacy.erase_contact(tenant, contact_id, "request:erasure")
+
+
+def measure(
+    name: str,
+    size: int,
+    subjects: int,
+    conversations: int,
+    *,
+    data_dir: Path | None = None,
+    reuse: bool = False,
+    batch: int = BATCH,
+) -> dict[str, float]:
+    with prepared(
+        name, size, subjects, conversations, data_dir=data_dir, reuse=reuse, batch=batch
+    ) as store:
+        tenant, ids, total = store.tenant_id, store.subjects[:subjects], store.events
+        print(
+            f"  {name}: {total:,} events (filled in {store.fill_seconds:,.0f} s);"
+            f" erasing {len(ids)} subjects"
+        )
+        clock = ManualClock(store.clock_at)
+        rt = build(store.settings, clock=clock)
+        # what `serve` runs beside the commands: checkpoints of the SQLite logs
+        background = TickerRunner([rt.checkpointer] if rt.checkpointer else [], clock)
+        try:
+            # a kept store opens in a fresh process: the in-memory routing state follows
+            # the whole log first, as in `serve`, so erasure events reach it as they would
+            t = time.perf_counter()
+            rt.catch_up()
+            print(f"  caught up in {time.perf_counter() - t:,.1f} s")
+            background.start()
+            _warm_up(rt, tenant)
             timings = []
             for contact_id in ids:
                 clock.advance(timedelta(seconds=1))
@@ -172,6 +400,7 @@ def measure(name: str, size: int, subjects: int, conversations: int) -> dict[str
             sweep_s = time.perf_counter() - t
             scopes = sum(a.count for a in report.actions if a.action == "erase")
         finally:
+            background.stop()
             rt.close()
     return {
         "events": total,
@@ -191,14 +420,38 @@ def main() -> None:
     )
     parser.add_argument("--subjects", type=int, default=20)
     parser.add_argument("--conversations", type=int, default=50)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="keep the filled stores here (one per backend and size); each run erases in a copy",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --data-dir: use a store filled there before (fill only when there is none)",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=BATCH, help="interactions per write transaction when filling"
+    )
     args = parser.parse_args()
+    if args.reuse and args.data_dir is None:
+        parser.error("--reuse needs --data-dir")
     names = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
     for name in names:
         for size in sizes:
             print(f"{name}, {size:,} events:", flush=True)
-            rows.append((name, measure(name, size, args.subjects, args.conversations)))
+            result = measure(
+                name,
+                size,
+                args.subjects,
+                args.conversations,
+                data_dir=args.data_dir,
+                reuse=args.reuse,
+                batch=args.batch,
+            )
+            rows.append((name, result))
     print()
     print(
         f"erasure of one subject with {args.conversations} conversations"

@@ -14,7 +14,8 @@ subprocess (``contact-centre serve``); the receiver runs in this process.
    dispatcher draining a backlog alone) and the ratio to the baseline.
 3. Lag: contacts are imported at a steady rate, ``--rate`` events/s in all (default 500,
    the target load: 2,000 deliveries/s to the 100 endpoints) for ``--seconds``, while
-   everything runs; prints the lag from each event's recording (the payload's ``timestamp``) to its arrival at the receiver, p50 and p99.
+   everything runs; prints the lag from each event's recording (the payload's
+   ``timestamp``) to its arrival at the receiver, p50 and p99.
 
     ./dev bench webhooks [--backend sqlite|postgres] [--seconds 10] [--rate 500] [--backlog 100]
 """

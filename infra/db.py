@@ -78,6 +78,7 @@ class SQLiteDatabase:
         journal_mode: str = "WAL",
         secure_delete: bool = False,
         busy_timeout_ms: int = 30_000,
+        autocheckpoint_pages: int | None = None,
     ) -> None:
         self.path = path
         self._pragmas = [
@@ -85,6 +86,10 @@ class SQLiteDatabase:
             f"PRAGMA synchronous={synchronous}",
             f"PRAGMA busy_timeout={busy_timeout_ms}",
         ]
+        if autocheckpoint_pages is not None:
+            # A commit that finds the write-ahead log longer than this copies it into the
+            # database file itself (SQLite's default is 1,000 pages).
+            self._pragmas.append(f"PRAGMA wal_autocheckpoint={autocheckpoint_pages}")
         if secure_delete:
             self._pragmas.append("PRAGMA secure_delete=ON")
         self._local = threading.local()
@@ -127,6 +132,13 @@ class SQLiteDatabase:
 
     def execute_outside_transaction(self, sql: str) -> None:
         self._conn().execute(sql)
+
+    def checkpoint(self) -> int:
+        """Copy what the write-ahead log holds into the database file, without waiting
+        for (or blocking) readers and writers; returns how many of the log's pages are
+        now in the database file (0 if another checkpoint was running)."""
+        row = self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return 0 if row is None or row[0] else max(0, int(row[2]))
 
     def close(self) -> None:
         with self._lock:

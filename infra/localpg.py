@@ -48,11 +48,19 @@ def free_port() -> int:
 
 
 class LocalPostgres:
-    def __init__(self, *, durable: bool = False) -> None:
+    """A cluster in a temporary directory, removed on stop; or, given ``directory``, a
+    cluster kept there across runs (benchmarks reuse what they filled)."""
+
+    def __init__(self, *, durable: bool = False, directory: Path | None = None) -> None:
         self.durable = durable
         self.bindir = find_bindir()
         self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="cc-pg-"))
+        self.keep = directory is not None
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.dir = directory
+        else:
+            self.dir = Path(tempfile.mkdtemp(prefix="cc-pg-"))
         self.data = self.dir / "data"
         self._run_as: str | None = None
         if os.geteuid() == 0:
@@ -79,20 +87,8 @@ class LocalPostgres:
         return list(args)
 
     def start(self) -> str:
-        subprocess.run(
-            self._cmd(
-                str(self.bindir / "initdb"),
-                "-D",
-                str(self.data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--no-instructions",
-            ),
-            check=True,
-            capture_output=True,
-        )
+        if not (self.data / "PG_VERSION").exists():
+            self._initdb()
         settings = [
             "listen_addresses = '127.0.0.1'",
             f"port = {self.port}",
@@ -103,8 +99,8 @@ class LocalPostgres:
         if not self.durable:
             # A test cluster is thrown away: trade durability for speed.
             settings += ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
-        with open(self.data / "postgresql.conf", "a") as conf:
-            conf.write("\n".join(settings) + "\n")
+        # rewritten on every start: a kept cluster gets a fresh port
+        (self.data / "cc-local.conf").write_text("\n".join(settings) + "\n")
         result = subprocess.run(
             self._cmd(
                 str(self.bindir / "pg_ctl"),
@@ -128,6 +124,24 @@ class LocalPostgres:
         self._wait_ready()
         return self.url
 
+    def _initdb(self) -> None:
+        subprocess.run(
+            self._cmd(
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ),
+            check=True,
+            capture_output=True,
+        )
+        with open(self.data / "postgresql.conf", "a") as conf:
+            conf.write("include = 'cc-local.conf'\n")
+
     def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -146,4 +160,5 @@ class LocalPostgres:
             ),
             capture_output=True,
         )
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)

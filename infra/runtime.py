@@ -28,6 +28,7 @@ from contact_centre.clock import Clock, SystemClock
 from contact_centre.privacy import Sealer
 from infra.audit import AuditLog
 from infra.channels import ChannelServices, install_channels
+from infra.checkpoint import READ_MODEL_AUTOCHECKPOINT_PAGES, WalCheckpointer
 from infra.config import ConfigError, Settings
 from infra.db import Database, PostgresDatabase, SQLiteDatabase
 from infra.feed import Consumer, InProcessFeed, PolicyConsumer, ProjectionConsumer
@@ -163,6 +164,7 @@ class Runtime:
     router: Router | None = None
     live: LiveHub = field(default_factory=LiveHub)  # agents' and supervisors' sockets
     webhooks: WebhookServices | None = None
+    checkpointer: WalCheckpointer | None = None  # embedded: WAL checkpoints off the write path
     _closers: list[Any] = field(default_factory=list)
     started: bool = False
 
@@ -263,6 +265,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     recorder: ApplicationRecorder
     schema_setup = contextlib.ExitStack()
     closers.append(schema_setup.close)
+    wal_files: list[SQLiteDatabase] = []  # embedded: checkpointed in the background
     if settings.database_url:
         schema_setup.enter_context(schema_lock(settings.database_url))
         if settings.master_key is None:
@@ -295,10 +298,18 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         closers.append(vault_db.close)
         # Read models can be rebuilt from the log, so they trade the last few commits
         # on power loss (never consistency: rows and tracking commit together) for speed.
-        readdb = SQLiteDatabase(str(data_dir / "readmodels.sqlite"), synchronous="NORMAL")
+        readdb = SQLiteDatabase(
+            str(data_dir / "readmodels.sqlite"),
+            synchronous="NORMAL",
+            autocheckpoint_pages=READ_MODEL_AUTOCHECKPOINT_PAGES,
+        )
         closers.append(readdb.close)
         audit_db = SQLiteDatabase(str(data_dir / "audit.sqlite"))
         closers.append(audit_db.close)
+        # its own connection to the event store's file, only to checkpoint it
+        events_db = SQLiteDatabase(str(data_dir / "events.sqlite"))
+        closers.append(events_db.close)
+        wal_files += [events_db, readdb, audit_db]
 
     vault = KeyVault(vault_db, master_key, clock=clock)
     vault.create_tables()
@@ -378,6 +389,9 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         privacy=privacy,
         _closers=closers,
     )
+    if wal_files:
+        runtime.checkpointer = WalCheckpointer(wal_files)
+        runtime.add_ticker(runtime.checkpointer)
     runtime.add_policy(DefaultPlacement(QueueFinder(readdb.read)))
     if settings.retention_interval_seconds > 0:
         runtime.add_ticker(RetentionTicker(privacy, settings.retention_interval_seconds))
