@@ -24,11 +24,14 @@ def interval_of(moment: int) -> int:
 
 class MetricsProjection(Projection):
     name = "metrics"
-    version = 2
+    # 3: service level against the queue's threshold at the answer's place in the log,
+    # whichever order the queue's and the conversation's events arrive in (Kafka)
+    version = 3
     tables = (
         "rm_metric_intervals",
         "rm_metric_conversations",
-        "rm_metric_queues",
+        "rm_metric_thresholds",
+        "rm_metric_answers",
         "rm_agent_presence",
         "rm_sla_breaches",
     )
@@ -49,8 +52,18 @@ class MetricsProjection(Projection):
         " agent_id TEXT, first_inbound_at BIGINT, responded INTEGER NOT NULL DEFAULT 0)",
         "CREATE INDEX IF NOT EXISTS rm_metric_conversations_handling"
         " ON rm_metric_conversations (tenant_id, answered_at)",
-        "CREATE TABLE IF NOT EXISTS rm_metric_queues ("
-        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, sl_threshold BIGINT NOT NULL)",
+        # each queue's service-level threshold from a position of the log on
+        "CREATE TABLE IF NOT EXISTS rm_metric_thresholds ("
+        " queue_id TEXT NOT NULL, position BIGINT NOT NULL, sl_threshold BIGINT NOT NULL,"
+        " PRIMARY KEY (queue_id, position))",
+        # every answer, so a threshold that arrives after it can still judge it
+        "CREATE TABLE IF NOT EXISTS rm_metric_answers ("
+        " conversation_id TEXT NOT NULL, position BIGINT NOT NULL, tenant_id TEXT NOT NULL,"
+        " queue_id TEXT NOT NULL, channel TEXT NOT NULL, interval_start BIGINT NOT NULL,"
+        " wait BIGINT NOT NULL, within INTEGER NOT NULL,"
+        " PRIMARY KEY (conversation_id, position))",
+        "CREATE INDEX IF NOT EXISTS rm_metric_answers_queue"
+        " ON rm_metric_answers (queue_id, position)",
         "CREATE TABLE IF NOT EXISTS rm_agent_presence ("
         " agent_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, presence TEXT NOT NULL,"
         " since BIGINT NOT NULL)",
@@ -95,19 +108,55 @@ class MetricsProjection(Projection):
     @handles(Queue.Created)
     def _queue_created(self, tx: Tx, e: Queue.Created, position: int) -> None:
         threshold = default_sl_threshold([Channel(c) for c in e.channels])
-        tx.execute(
-            "INSERT INTO rm_metric_queues (id, tenant_id, sl_threshold) VALUES (?, ?, ?)"
-            " ON CONFLICT (id) DO NOTHING",
-            (str(e.originator_id), str(e.tenant_id), threshold * 1_000_000),
-        )
+        self._threshold(tx, str(e.originator_id), position, threshold * 1_000_000)
 
     @handles(Queue.SettingsChanged)
     def _queue_settings(self, tx: Tx, e: Queue.SettingsChanged, position: int) -> None:
         if "sl_threshold_seconds" in e.changes:
-            tx.execute(
-                "UPDATE rm_metric_queues SET sl_threshold = ? WHERE id = ?",
-                (int(e.changes["sl_threshold_seconds"]) * 1_000_000, str(e.originator_id)),
-            )
+            threshold = int(e.changes["sl_threshold_seconds"]) * 1_000_000
+            self._threshold(tx, str(e.originator_id), position, threshold)
+
+    def _threshold_at(self, tx: Tx, queue_id: str, position: int) -> int | None:
+        """The queue's threshold in force at ``position`` of the log (None: not known yet)."""
+        tx.execute(
+            "SELECT sl_threshold FROM rm_metric_thresholds WHERE queue_id = ? AND position < ?"
+            " ORDER BY position DESC LIMIT 1",
+            (queue_id, position),
+        )
+        row = tx.fetchone()
+        return None if row is None else int(row[0])
+
+    def _threshold(self, tx: Tx, queue_id: str, position: int, threshold: int) -> None:
+        """A threshold from ``position`` on; answers already counted after it (they came
+        first: another partition) are judged again against it."""
+        tx.execute(
+            "INSERT INTO rm_metric_thresholds (queue_id, position, sl_threshold)"
+            " VALUES (?, ?, ?) ON CONFLICT (queue_id, position) DO NOTHING",
+            (queue_id, position, threshold),
+        )
+        tx.execute(
+            "SELECT MIN(position) FROM rm_metric_thresholds WHERE queue_id = ? AND position > ?",
+            (queue_id, position),
+        )
+        row = tx.fetchone()
+        until = int(row[0]) if row is not None and row[0] is not None else None
+        tx.execute(
+            "SELECT conversation_id, position, tenant_id, channel, interval_start, wait, within"
+            " FROM rm_metric_answers WHERE queue_id = ? AND position > ?"
+            + (" AND position < ?" if until is not None else ""),
+            (queue_id, position, until) if until is not None else (queue_id, position),
+        )
+        for conversation, at, tenant, channel, start, wait, within in tx.fetchall():
+            now = int(int(wait) <= threshold)
+            if now != int(within):
+                tx.execute(
+                    "UPDATE rm_metric_answers SET within = ?"
+                    " WHERE conversation_id = ? AND position = ?",
+                    (now, conversation, at),
+                )
+                self._bump(
+                    tx, tenant, queue_id, channel, int(start), answered_in_sl=now - int(within)
+                )
 
     @handles(Agent.Created)
     def _agent_created(self, tx: Tx, e: Agent.Created, position: int) -> None:
@@ -166,11 +215,23 @@ class MetricsProjection(Projection):
         at = micros(e.at)
         if state["offered_at"] is not None and state["answered_at"] is None:
             wait = max(0, at - int(state["offered_at"]))
+            threshold = self._threshold_at(tx, state["queue_id"], position)
+            within = int(threshold is not None and wait <= threshold)
             tx.execute(
-                "SELECT sl_threshold FROM rm_metric_queues WHERE id = ?", (state["queue_id"],)
+                "INSERT INTO rm_metric_answers (conversation_id, position, tenant_id, queue_id,"
+                " channel, interval_start, wait, within) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (conversation_id, position) DO NOTHING",
+                (
+                    conversation_id,
+                    position,
+                    state["tenant_id"],
+                    state["queue_id"],
+                    state["channel"],
+                    int(state["interval_start"]),
+                    wait,
+                    within,
+                ),
             )
-            row = tx.fetchone()
-            within = int(row is not None and wait <= int(row[0]))
             self._bump(
                 tx,
                 state["tenant_id"],
