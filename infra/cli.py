@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from contact_centre.clock import Clock, ManualClock
@@ -22,6 +22,9 @@ from infra.config import ConfigError, Settings
 from infra.kafka.commands import add_commands as add_worker_commands
 from infra.runtime import build
 from projections import retention as ledger
+
+if TYPE_CHECKING:
+    from infra.dispatch_process import DispatcherProcess
 from projections.base import from_micros
 
 EPILOG = """\
@@ -57,6 +60,8 @@ configuration (environment variables):
   CC_WEBHOOK_INTERVAL_MS, CC_WEBHOOK_CONCURRENCY
                         how often the dispatcher looks for due deliveries and how many
                         it sends at once (default 200 and 64)
+  CC_WEBHOOK_DISPATCHER where serve sends webhooks: process (default: a child process,
+                        `contact-centre webhooks dispatch`), inline (a thread) or off
   CC_IMPORT_MAX_LINES   lines of one NDJSON contact import (default 100000)
 
 scaled mode (with CC_DATABASE_URL; see docs/scaled.md):
@@ -103,10 +108,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
             mode += ", projections in Kafka workers"
         print(f"contact-centre serving on {base} ({mode}); Ctrl-C to stop", file=sys.stderr)
 
+    dispatcher = _dispatcher_process(settings)
     try:
         asyncio.run(serve_until_stopped(app, settings.host, settings.port, after_start=announce))
     finally:
+        if dispatcher is not None:
+            dispatcher.stop()
         runtime.close()
+    return 0
+
+
+def _dispatcher_process(settings: Settings) -> DispatcherProcess | None:
+    """The webhook dispatcher beside serve (CC_WEBHOOK_DISPATCHER=process, the default)."""
+    if settings.webhook_dispatcher != "process":
+        return None
+    from infra.dispatch_process import DispatcherProcess
+
+    process = DispatcherProcess(settings.data_dir)
+    process.start()
+    return process
+
+
+def cmd_webhooks_dispatch(args: argparse.Namespace) -> int:
+    from infra.dispatch_process import run_dispatcher
+
+    settings = _settings(args)
+    _configure_logging(settings)
+    run_dispatcher(settings, args.parent)
     return 0
 
 
@@ -146,6 +174,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if stop is not None:
             stop.set()
 
+    dispatcher = _dispatcher_process(settings)
     try:
         asyncio.run(
             serve_until_stopped(
@@ -153,6 +182,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
         )
     finally:
+        if dispatcher is not None:
+            dispatcher.stop()
         runtime.close()
     return 0
 
@@ -502,6 +533,18 @@ def parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
     rebuild.set_defaults(handler=cmd_projections_rebuild)
 
+    webhooks = commands.add_parser("webhooks", help="outbound webhooks")
+    webhook_commands = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    dispatch = webhook_commands.add_parser(
+        "dispatch",
+        help="send due webhook deliveries (serve starts this itself unless "
+        "CC_WEBHOOK_DISPATCHER is inline or off)",
+    )
+    dispatch.add_argument("--data-dir", help="embedded data directory (default CC_DATA_DIR)")
+    dispatch.add_argument(
+        "--parent", type=int, help="stop when the process with this pid is gone (serve's)"
+    )
+    dispatch.set_defaults(handler=cmd_webhooks_dispatch)
     add_worker_commands(commands)
     return root
 

@@ -52,6 +52,12 @@ def _optional_port(env: Mapping[str, str], name: str) -> int | None:
     return port
 
 
+def _dispatcher(raw: str) -> str:
+    if raw not in ("inline", "process", "off"):
+        raise ConfigError("CC_WEBHOOK_DISPATCHER must be inline, process or off")
+    return raw
+
+
 def _networks(raw: str, name: str = "CC_TRUSTED_PROXIES") -> tuple[str, ...]:
     items = tuple(item.strip() for item in raw.split(",") if item.strip())
     for item in items:
@@ -104,6 +110,11 @@ class Settings:
     webhook_log_days: int = 30  # attempts and settled deliveries are kept this long
     webhook_interval_ms: int = 200  # the dispatcher looks for due deliveries this often
     webhook_concurrency: int = 64  # requests in flight at once
+    # where the webhook dispatcher runs: "inline" (a thread of this process), "process"
+    # (serve starts `contact-centre webhooks dispatch` beside it: the HTTP client gets a
+    # core of its own) or "off" (run that command yourself). The environment's default
+    # is "process"; a Settings built in code (tests) dispatches inline.
+    webhook_dispatcher: str = "inline"
     import_max_lines: int = 100_000  # lines of one NDJSON contact import
 
     @property
@@ -172,6 +183,7 @@ class Settings:
             webhook_log_days=_int(env, "CC_WEBHOOK_LOG_DAYS", 30, minimum=1),
             webhook_interval_ms=_int(env, "CC_WEBHOOK_INTERVAL_MS", 200, minimum=10),
             webhook_concurrency=_int(env, "CC_WEBHOOK_CONCURRENCY", 64, minimum=1),
+            webhook_dispatcher=_dispatcher(env.get("CC_WEBHOOK_DISPATCHER") or "process"),
             import_max_lines=_int(env, "CC_IMPORT_MAX_LINES", 100_000, minimum=1),
         )
 

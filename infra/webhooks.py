@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from contact_centre.clock import SystemClock
+from infra.feed import LOG_PARTITION, read_tracking
 from infra.leader import AdvisoryLeader
 from infra.webhook_http import AiohttpWebhookTransport, StandardWebhooksSigner, TargetPolicy
 from projections.webhooks import WebhooksProjection
@@ -44,6 +45,16 @@ def install_webhooks(runtime: Runtime) -> WebhookServices:
         concurrency=settings.webhook_concurrency,
     )
     progress = runtime.feed.progress
+    readdb = runtime.readdb
+
+    def shows(position: int) -> bool:
+        # this process's feed, else (a dispatcher in a process of its own) the tracking row
+        if progress.shows(WebhooksProjection.name, position):
+            return True
+        with readdb.read() as tx:
+            tracked = read_tracking(tx, WebhooksProjection.name, LOG_PARTITION)
+        return tracked is not None and tracked >= position
+
     leader: Callable[[], bool] = _always
     advisory = None
     if settings.database_url:
@@ -57,13 +68,14 @@ def install_webhooks(runtime: Runtime) -> WebhookServices:
         runtime.vault,
         transport,
         StandardWebhooksSigner(),
-        shows=lambda position: progress.shows(WebhooksProjection.name, position),
+        shows=shows,
         wall_clock=SystemClock(),
         interval=settings.webhook_interval_ms / 1000,
         concurrency=settings.webhook_concurrency,
         leader=leader,
     )
-    runtime.add_ticker(dispatcher)
+    if settings.webhook_dispatcher == "inline":
+        runtime.add_ticker(dispatcher)
     requests_due = RequestDueTicker(runtime.make_app(), runtime.readdb.read)
     runtime.add_ticker(requests_due)
     runtime._closers.append(dispatcher.close)

@@ -110,6 +110,7 @@ class WebhookDispatcher(Ticker):
         concurrency: int = 64,
         jitter: Callable[[], float] = lambda: random.uniform(0.75, 1.25),
         leader: Callable[[], bool] = lambda: True,
+        report_wait: float = 2.0,
     ) -> None:
         self.app = app
         self.read = read
@@ -120,6 +121,9 @@ class WebhookDispatcher(Ticker):
         self.shows = shows
         # whether this process is the one dispatcher (processes sharing a database)
         self.leader = leader
+        # how long a round waits for the read model to show its report (0: not at all;
+        # the stale-row guard keeps a row read before it from being sent again)
+        self.report_wait = report_wait
         # Signatures carry real time: receivers check it against their own clocks, while
         # the runtime clock (which tests move) decides what is due.
         self.wall_clock = wall_clock
@@ -454,11 +458,11 @@ class WebhookDispatcher(Ticker):
                 )
         self._wait_applied(position)
 
-    def _wait_applied(self, position: int, timeout: float = 2.0) -> None:
+    def _wait_applied(self, position: int) -> None:
         """The read model usually has the report as soon as it is saved (the feed applies
         it inline); when not, the stale-row guard above keeps us from sending twice."""
-        deadline = time.monotonic() + timeout
-        while not self.shows(position) and time.monotonic() < deadline:
+        deadline = time.monotonic() + self.report_wait
+        while time.monotonic() < deadline and not self.shows(position):
             time.sleep(0.005)
 
     def close(self) -> None:

@@ -1,0 +1,107 @@
+"""The webhook dispatcher in a process of its own.
+
+Sending thousands of signed HTTP requests a second is CPU work in the HTTP client; in the
+``serve`` process it competes for the interpreter with ingest and the read models. By
+default (``CC_WEBHOOK_DISPATCHER=process``) ``serve`` therefore starts ``contact-centre
+webhooks dispatch`` beside it and restarts it if it dies; the child reads the webhook
+outbox from the read-model store, sends what is due and records its reports as events,
+which ``serve``'s feed applies to the outbox like any other event. With PostgreSQL the
+advisory lock (:mod:`infra.leader`) still keeps one dispatcher at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from infra.config import Settings
+from infra.runtime import build
+from infra.scheduler import TickerRunner
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.05  # the child has no in-process wake-ups: it looks for due work this often
+
+
+def run_dispatcher(settings: Settings, parent: int | None) -> None:
+    """Run the dispatcher until SIGTERM/SIGINT or until ``parent`` is gone."""
+    runtime = build(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        assert runtime.webhooks is not None
+        dispatcher = runtime.webhooks.dispatcher
+        dispatcher.interval = min(dispatcher.interval, POLL_SECONDS)
+        dispatcher.report_wait = 0.0  # serve's feed applies reports; the guard covers it
+        runner = TickerRunner([dispatcher], runtime.clock)
+        runner.start()
+        log.info("webhook dispatcher running (parent %s)", parent)
+        try:
+            while not stop.wait(0.5):
+                if parent is not None and os.getppid() != parent:
+                    log.warning("serve (pid %s) is gone: the dispatcher stops", parent)
+                    break
+        finally:
+            runner.stop()
+    finally:
+        runtime.close()
+
+
+class DispatcherProcess:
+    """Keeps a ``contact-centre webhooks dispatch`` child running beside ``serve``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._child: subprocess.Popen[bytes] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        command = [
+            sys.executable,
+            "-m",
+            "infra.cli",
+            "webhooks",
+            "dispatch",
+            "--data-dir",
+            str(self.data_dir),
+            "--parent",
+            str(os.getpid()),
+        ]
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL)
+
+    def start(self) -> None:
+        self._child = self._spawn()
+        self._thread = threading.Thread(target=self._watch, name="webhook-dispatcher", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        backoff = 1.0
+        while not self._stop.wait(0.5):
+            child = self._child
+            if child is None or child.poll() is None:
+                continue
+            log.error("the webhook dispatcher exited (%s); restarting", child.returncode)
+            if self._stop.wait(backoff):
+                return
+            backoff = min(backoff * 2, 30.0)
+            self._child = self._spawn()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(timeout=5)
