@@ -54,8 +54,8 @@ class MetricsProjection(Projection):
         " ON rm_metric_conversations (tenant_id, answered_at)",
         # each queue's service-level threshold from a position of the log on
         "CREATE TABLE IF NOT EXISTS rm_metric_thresholds ("
-        " queue_id TEXT NOT NULL, position BIGINT NOT NULL, sl_threshold BIGINT NOT NULL,"
-        " PRIMARY KEY (queue_id, position))",
+        " queue_id TEXT NOT NULL, position BIGINT NOT NULL, tenant_id TEXT NOT NULL,"
+        " sl_threshold BIGINT NOT NULL, PRIMARY KEY (queue_id, position))",
         # every answer, so a threshold that arrives after it can still judge it
         "CREATE TABLE IF NOT EXISTS rm_metric_answers ("
         " conversation_id TEXT NOT NULL, position BIGINT NOT NULL, tenant_id TEXT NOT NULL,"
@@ -108,13 +108,13 @@ class MetricsProjection(Projection):
     @handles(Queue.Created)
     def _queue_created(self, tx: Tx, e: Queue.Created, position: int) -> None:
         threshold = default_sl_threshold([Channel(c) for c in e.channels])
-        self._threshold(tx, str(e.originator_id), position, threshold * 1_000_000)
+        self._threshold(tx, e, position, threshold * 1_000_000)
 
     @handles(Queue.SettingsChanged)
     def _queue_settings(self, tx: Tx, e: Queue.SettingsChanged, position: int) -> None:
         if "sl_threshold_seconds" in e.changes:
             threshold = int(e.changes["sl_threshold_seconds"]) * 1_000_000
-            self._threshold(tx, str(e.originator_id), position, threshold)
+            self._threshold(tx, e, position, threshold)
 
     def _threshold_at(self, tx: Tx, queue_id: str, position: int) -> int | None:
         """The queue's threshold in force at ``position`` of the log (None: not known yet)."""
@@ -126,13 +126,14 @@ class MetricsProjection(Projection):
         row = tx.fetchone()
         return None if row is None else int(row[0])
 
-    def _threshold(self, tx: Tx, queue_id: str, position: int, threshold: int) -> None:
+    def _threshold(self, tx: Tx, e: Any, position: int, threshold: int) -> None:
         """A threshold from ``position`` on; answers already counted after it (they came
         first: another partition) are judged again against it."""
+        queue_id = str(e.originator_id)
         tx.execute(
-            "INSERT INTO rm_metric_thresholds (queue_id, position, sl_threshold)"
-            " VALUES (?, ?, ?) ON CONFLICT (queue_id, position) DO NOTHING",
-            (queue_id, position, threshold),
+            "INSERT INTO rm_metric_thresholds (queue_id, position, tenant_id, sl_threshold)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (queue_id, position) DO NOTHING",
+            (queue_id, position, str(e.tenant_id), threshold),
         )
         tx.execute(
             "SELECT MIN(position) FROM rm_metric_thresholds WHERE queue_id = ? AND position > ?",
