@@ -23,13 +23,14 @@ from eventsourcing.utils import resolve_topic
 
 from contact_centre.application import AlreadyTrackedError, ContactCentre, UnitOfWork
 from contact_centre.errors import DomainError
-from infra.db import Database, Tx
+from infra.db import Database, Tx, is_write_conflict
 from projections.base import Projection
 from workflows.base import Policy
 
 log = logging.getLogger(__name__)
 
 LOG_PARTITION = -1  # the event store's own notification log, as opposed to a Kafka partition
+CONFLICT_RETRIES = 20  # a catch-up runs a batch again this often after a deadlock
 
 VERSIONS_DDL = (
     "CREATE TABLE IF NOT EXISTS cc_projection_versions ("
@@ -430,11 +431,20 @@ class InProcessFeed:
     def catch_up(self, consumer: Consumer) -> int:
         """Process everything recorded so far, synchronously; returns the count read."""
         read = 0
+        conflicts = 0
         while True:
             try:
                 done = self._step(consumer)
             except AlreadyProcessedError:
                 continue  # another process got there first; _step re-reads the position
+            except Exception as error:
+                # Another process applying the same read model (PostgreSQL): a deadlock or
+                # serialization failure rolled the batch back whole; run it again.
+                if not is_write_conflict(error) or conflicts >= CONFLICT_RETRIES:
+                    raise
+                conflicts += 1
+                time.sleep(0.01 * conflicts)
+                continue
             read += done
             if done == 0:
                 return read

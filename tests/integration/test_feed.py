@@ -25,6 +25,7 @@ class CountingProjection(Projection):
     tables = ("rm_test_counts",)
     ddl = ("CREATE TABLE IF NOT EXISTS rm_test_counts (id INTEGER PRIMARY KEY, n BIGINT NOT NULL)",)
     fail_at: ClassVar[int | None] = None
+    conflicts: ClassVar[int] = 0  # times to fail as a deadlock would, before applying
 
     @handles(Conversation.MessageReceived)
     def _count(self, tx: Tx, event: Any, position: int) -> None:
@@ -34,6 +35,15 @@ class CountingProjection(Projection):
         )
         if position == self.fail_at:
             raise RuntimeError("simulated crash")
+        if CountingProjection.conflicts > 0:
+            CountingProjection.conflicts -= 1
+            raise Deadlock("deadlock detected")
+
+
+class Deadlock(Exception):
+    """What PostgreSQL raises when two processes apply one read model's rows crosswise."""
+
+    sqlstate = "40P01"
 
 
 def count(runtime: Runtime) -> int:
@@ -64,6 +74,7 @@ def counting(runtime: Runtime) -> ProjectionConsumer:
     consumer = ProjectionConsumer(CountingProjection(), runtime.readdb)
     consumer.setup()
     CountingProjection.fail_at = None
+    CountingProjection.conflicts = 0
     return consumer
 
 
@@ -102,6 +113,22 @@ def test_a_crash_mid_batch_applies_nothing_of_it_and_resumes_exactly_once(
     runtime.feed.catch_up(counting)
     assert count(runtime) == 10
     assert counting.position() == latest
+
+
+def test_a_catch_up_runs_a_batch_again_after_a_deadlock_and_applies_it_once(
+    runtime: Runtime, counting: ProjectionConsumer
+) -> None:
+    tenant, _ = runtime.app.register_tenant("Acme")
+    receive_many(runtime, tenant, 6)
+    CountingProjection.conflicts = 3
+    runtime.feed.catch_up(counting)
+    assert CountingProjection.conflicts == 0
+    assert count(runtime) == 6  # each attempt rolled back whole: counted once
+    CountingProjection.conflicts = 100  # past the bound: the error reaches the caller
+    receive_many(runtime, tenant, 1)
+    with pytest.raises(Deadlock):
+        runtime.feed.catch_up(counting)
+    assert count(runtime) == 6
 
 
 def test_tracking_refuses_to_apply_a_position_twice(runtime: Runtime) -> None:
