@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from infra.config import Settings
@@ -26,6 +27,7 @@ from infra.scheduler import TickerRunner
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05  # the child has no in-process wake-ups: it looks for due work this often
+CATCH_UP_SECONDS = 10.0  # at most this long waiting for the outbox before dispatching
 
 
 def run_dispatcher(settings: Settings, parent: int | None) -> None:
@@ -39,6 +41,14 @@ def run_dispatcher(settings: Settings, parent: int | None) -> None:
         dispatcher = runtime.webhooks.dispatcher
         dispatcher.interval = min(dispatcher.interval, POLL_SECONDS)
         dispatcher.report_wait = 0.0  # serve's feed applies reports; the guard covers it
+        # A dispatcher that died may have recorded reports serve's feed has not applied to
+        # the outbox yet: start once the outbox shows the log as it is now (bounded), so
+        # only an attempt cut off before its report is sent again (same webhook-id).
+        head = runtime.app.recorder.max_notification_id() or 0
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        while not dispatcher.shows(head) and time.monotonic() < deadline:
+            if stop.wait(0.05):
+                return
         runner = TickerRunner([dispatcher], runtime.clock)
         runner.start()
         log.info("webhook dispatcher running (parent %s)", parent)

@@ -122,7 +122,9 @@ async def test_serve_dispatches_from_a_child_it_restarts_and_stops(settings: Set
             )
             await _until(lambda: len(receiver.unique()) == 2, "the second delivery")
             assert receiver.unverified == 0
-            assert len(receiver.deliveries) == len(receiver.unique())  # each sent once
+            # at least once: only an attempt cut off by the kill, before its report was
+            # recorded, may come again (with the same webhook-id, for the receiver)
+            assert len(receiver.deliveries) - len(receiver.unique()) <= 1
 
         serve.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(serve.wait, 30) == 0
