@@ -102,18 +102,19 @@ class RetentionLedgerProjection(Projection):
             (scope_id, tenant, kind.value, subject, category.value, anchor, contact, conversation),
         )
 
-    def _touch(self, tx: Tx, scope_id: str, moment: int) -> None:
+    def _touch(self, tx: Tx, scope_id: str, moment: int, also: str | None = None) -> None:
         """Activity moves the anchor forward (never back) and cancels an inactivity notice
-        issued before it."""
+        issued before it (of ``scope_id`` and, in the same statement, of ``also``)."""
         later = "status = 'noticed' AND noticed_at < ?"
+        ids = (scope_id,) if also is None else (scope_id, also)
         tx.execute(
             "UPDATE rm_retention_scopes SET anchor_at = CASE WHEN anchor_at IS NULL"
             " OR anchor_at < ? THEN ? ELSE anchor_at END,"
             f" notice_delete_after = CASE WHEN {later} THEN NULL ELSE notice_delete_after END,"
             f" noticed_at = CASE WHEN {later} THEN NULL ELSE noticed_at END,"
             f" status = CASE WHEN {later} THEN 'live' ELSE status END"
-            " WHERE scope_id = ? AND status != 'erased'",
-            (moment, moment, moment, moment, moment, scope_id),
+            f" WHERE scope_id IN ({', '.join('?' * len(ids))}) AND status != 'erased'",
+            (moment, moment, moment, moment, moment, *ids),
         )
 
     def _touch_contact(self, tx: Tx, contact_id: str) -> None:
@@ -142,30 +143,31 @@ class RetentionLedgerProjection(Projection):
         self, tx: Tx, event: Any, scope_ids: list[str], rule: str, request_id: UUID | None
     ) -> None:
         at = micros(event.at)
-        for scope_id in scope_ids:
-            # The deletion record first, from the scope's row while it is not yet erased
-            # (no row, or already erased: nothing is recorded, nothing changes).
-            tx.execute(
-                "INSERT INTO rm_retention_deletions (id, tenant_id, scope_kind, subject_id,"
-                " category, rule, request_id, at) SELECT scope_id, ?, kind, subject_id,"
-                " category, ?, ?, ? FROM rm_retention_scopes"
-                " WHERE scope_id = ? AND status != 'erased' ON CONFLICT (id) DO NOTHING",
-                (
-                    str(event.tenant_id),
-                    rule,
-                    str(request_id) if request_id else None,
-                    at,
-                    scope_id,
-                ),
-            )
-            # An erased scope's anchor is its erasure: what came before is gone, and what
-            # other aggregates report after it (in whatever order) must not move it.
-            tx.execute(
-                "UPDATE rm_retention_scopes SET status = 'erased', erased_at = ?, anchor_at = ?,"
-                " notice_delete_after = NULL, noticed_at = NULL"
-                " WHERE scope_id = ? AND status != 'erased'",
-                (at, at, scope_id),
-            )
+        marks = ", ".join("?" * len(scope_ids))
+        # The deletion records first, from the scopes' rows while they are not yet erased
+        # (no row, or already erased: nothing is recorded, nothing changes). One statement
+        # for all the event's scopes: an erasure's statements are what it costs.
+        tx.execute(
+            "INSERT INTO rm_retention_deletions (id, tenant_id, scope_kind, subject_id,"
+            " category, rule, request_id, at) SELECT scope_id, ?, kind, subject_id,"
+            " category, ?, ?, ? FROM rm_retention_scopes"
+            f" WHERE scope_id IN ({marks}) AND status != 'erased' ON CONFLICT (id) DO NOTHING",
+            (
+                str(event.tenant_id),
+                rule,
+                str(request_id) if request_id else None,
+                at,
+                *scope_ids,
+            ),
+        )
+        # An erased scope's anchor is its erasure: what came before is gone, and what
+        # other aggregates report after it (in whatever order) must not move it.
+        tx.execute(
+            "UPDATE rm_retention_scopes SET status = 'erased', erased_at = ?, anchor_at = ?,"
+            " notice_delete_after = NULL, noticed_at = NULL"
+            f" WHERE scope_id IN ({marks}) AND status != 'erased'",
+            (at, at, *scope_ids),
+        )
 
     # -- tenants -----------------------------------------------------------------------
     @handles(Tenant.Registered)
@@ -296,8 +298,7 @@ class RetentionLedgerProjection(Projection):
         self._touch_contact(tx, str(e.contact_id))
 
     def _conversation_activity(self, tx: Tx, conversation: str, moment: int) -> None:
-        for scope in (f"conversation:{conversation}", f"visitor-network:{conversation}"):
-            self._touch(tx, scope, moment)
+        self._touch(tx, f"conversation:{conversation}", moment, f"visitor-network:{conversation}")
         self._touch_contact_of(
             tx,
             "(SELECT contact_id FROM rm_retention_scopes WHERE scope_id = ?)",
