@@ -7,7 +7,8 @@ generation counter that other processes watch to drop cached keys.
 
 Storage hygiene (P5): on SQLite the vault is its own file with ``secure_delete`` on, and
 every destruction ends with a truncating WAL checkpoint (no older page image of a deleted
-key lingers in the log); on PostgreSQL destroyed rows are deleted and the table vacuumed.
+key lingers in the log); on PostgreSQL destroyed rows are deleted and the table vacuumed
+(in the background, right after the destruction commits; closing waits for it).
 Keep vault backups for less than 7 days (docs/privacy.md).
 """
 
@@ -16,8 +17,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
 import threading
+import time
 from collections.abc import Iterable
 from uuid import UUID
 
@@ -29,6 +32,8 @@ from contact_centre.errors import ConflictError
 from contact_centre.privacy import ERASED, Revealed, Scope, ScopeKind, Sealed
 from infra.db import Database
 from infra.store import IndexConflictError
+
+log = logging.getLogger(__name__)
 
 _NONCE = 12
 _CHUNK = 200  # scopes per statement (SQLite allows 32,766 parameters; 3 per row)
@@ -88,6 +93,7 @@ class KeyVault:
         *,
         clock: Clock | None = None,
         cache_size: int = 100_000,
+        scrub_in_background: bool = False,
     ) -> None:
         if len(master_key) != 32:
             raise ValueError("the master key must be 32 bytes")
@@ -101,6 +107,16 @@ class KeyVault:
         self._pending: dict[str, tuple[str, _Key]] = {}
         self._lock = threading.RLock()
         self._generation: int | None = None
+        # Storage hygiene after a destruction: inline, or (PostgreSQL, where VACUUM reads
+        # the whole table and its indexes, so its cost grows with the vault) by a thread
+        # woken right after the destruction commits. Destructions while a VACUUM runs are
+        # covered by the next one.
+        self._scrub_in_background = scrub_in_background
+        self._scrub_cv = threading.Condition()
+        self._scrubs_wanted = 0  # destructions so far
+        self._scrubs_done = 0  # destructions whose rows a finished scrub covered
+        self._scrubber: threading.Thread | None = None
+        self._closing = False
 
     def create_tables(self) -> None:
         with self.db.transaction() as tx:
@@ -326,7 +342,10 @@ class KeyVault:
             for scope_id in ids:
                 self._pending.pop(scope_id, None)
                 self._cache[scope_id] = _DESTROYED_KEY
-        self._scrub()
+        if self._scrub_in_background:
+            self._request_scrub()
+        else:
+            self._scrub()
         return destroyed
 
     def destroy_tenant(self, tenant_id: UUID) -> int:
@@ -338,12 +357,67 @@ class KeyVault:
     def is_destroyed(self, scope_id: str) -> bool:
         return self._lookup(scope_id) is _DESTROYED_KEY
 
+    # -- storage hygiene ---------------------------------------------------------------
+    def _request_scrub(self) -> None:
+        with self._scrub_cv:
+            self._scrubs_wanted += 1
+            if self._scrubber is None or not self._scrubber.is_alive():
+                self._scrubber = threading.Thread(
+                    target=self._scrub_loop, name="vault-scrub", daemon=True
+                )
+                self._scrubber.start()
+            self._scrub_cv.notify_all()
+
+    def _scrub_loop(self) -> None:
+        failures = 0
+        while True:
+            with self._scrub_cv:
+                self._scrub_cv.wait_for(
+                    lambda: self._scrubs_done < self._scrubs_wanted or self._closing
+                )
+                if self._scrubs_done >= self._scrubs_wanted:
+                    return  # closing, nothing left to scrub
+                target = self._scrubs_wanted
+            try:
+                self._scrub()
+            except Exception as error:  # the next destruction (or retry) scrubs again
+                failures += 1
+                log.warning("vacuum of the vault failed: %s", type(error).__name__)
+                if self._closing and failures >= 3:
+                    return
+                time.sleep(min(5.0, 0.1 * 2**failures))
+                continue
+            failures = 0
+            with self._scrub_cv:
+                self._scrubs_done = max(self._scrubs_done, target)
+                self._scrub_cv.notify_all()
+
+    def wait_scrubbed(self, timeout: float = 30.0) -> bool:
+        """Wait until the storage of every key destroyed so far has been scrubbed (at once
+        when scrubbing inline); False if that took longer than ``timeout`` seconds."""
+        with self._scrub_cv:
+            target = self._scrubs_wanted
+            return self._scrub_cv.wait_for(lambda: self._scrubs_done >= target, timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish the pending scrub (a process that erased and exits still leaves no
+        destroyed key in the table's pages), then stop the scrubbing thread."""
+        with self._scrub_cv:
+            self._closing = True
+            self._scrub_cv.notify_all()
+            scrubber = self._scrubber
+        if scrubber is not None:
+            scrubber.join(timeout)
+            if scrubber.is_alive():
+                log.warning("the vault's scrub did not finish within %.0f s", timeout)
+
     def _scrub(self) -> None:
         """Make sure deleted key bytes do not linger in dead row versions.
 
         On SQLite ``secure_delete`` zeroes freed cells as they are freed; the checkpoint
         then copies the zeroed pages home and truncates the write-ahead log, so no older
-        page image holding the key stays in the WAL file.
+        page image holding the key stays in the WAL file. On PostgreSQL VACUUM removes the
+        dead row versions (and their index entries) from the table's pages.
         """
         if self.db.dialect == "postgres":
             self.db.execute_outside_transaction("VACUUM cc_vault_keys")
