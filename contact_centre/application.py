@@ -1200,9 +1200,14 @@ class ContactCentre(
         conversations = uow.scan(NS_CONTACT_CONVERSATION, f"{tenant_id}:{contact_id}:")
         if with_conversations:  # load them, and their thread entries, in one query each
             uow.load_many(UUID(key.rsplit(":", 1)[1]) for key in conversations)
+            loaded_all = [
+                uow.get(UUID(key.rsplit(":", 1)[1]), Conversation, tenant_id)
+                for key in conversations
+            ]
+            # their keys in one query, not one each
+            self.sealer.preload(c.thread.scope for c in loaded_all if c.thread is not None)
             threads = []
-            for key in conversations:
-                loaded = uow.get(UUID(key.rsplit(":", 1)[1]), Conversation, tenant_id)
+            for loaded in loaded_all:
                 thread_key = self._open_text(loaded.thread)
                 if thread_key is not None:
                     threads.append(

@@ -9,6 +9,7 @@ of that scope open as :data:`ERASED`, while the events, and so the aggregates, s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, Protocol
@@ -102,6 +103,11 @@ class Sealer(Protocol):
         ...
 
     def open(self, sealed: Sealed) -> Revealed: ...
+
+    def preload(self, scope_ids: Iterable[str]) -> None:
+        """Fetch the keys of many scopes at once, before opening values of each (a hint:
+        opening works without it, one scope at a time)."""
+        ...
 
     def blind_index(self, tenant_id: UUID, purpose: str, value: str) -> str:
         """A keyed hash of ``value`` for exact lookups, never reversible to ``value``."""

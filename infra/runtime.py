@@ -311,7 +311,12 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         closers.append(events_db.close)
         wal_files += [events_db, readdb, audit_db]
 
-    vault = KeyVault(vault_db, master_key, clock=clock)
+    # PostgreSQL: VACUUM after each destruction runs in the background, right after the
+    # destruction commits (its cost grows with the vault); closing waits for it.
+    vault = KeyVault(
+        vault_db, master_key, clock=clock, scrub_in_background=bool(settings.database_url)
+    )
+    closers.append(vault.close)  # before the database it scrubs is closed
     vault.create_tables()
     normaliser = PhoneEmailNormaliser()
     app = ContactCentre(

@@ -7,7 +7,8 @@ generation counter that other processes watch to drop cached keys.
 
 Storage hygiene (P5): on SQLite the vault is its own file with ``secure_delete`` on, and
 every destruction ends with a truncating WAL checkpoint (no older page image of a deleted
-key lingers in the log); on PostgreSQL destroyed rows are deleted and the table vacuumed.
+key lingers in the log); on PostgreSQL destroyed rows are deleted and the table vacuumed
+(in the background, right after the destruction commits; closing waits for it).
 Keep vault backups for less than 7 days (docs/privacy.md).
 """
 
@@ -16,8 +17,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
 import threading
+import time
 from collections.abc import Iterable
 from uuid import UUID
 
@@ -30,7 +33,10 @@ from contact_centre.privacy import ERASED, Revealed, Scope, ScopeKind, Sealed
 from infra.db import Database
 from infra.store import IndexConflictError
 
+log = logging.getLogger(__name__)
+
 _NONCE = 12
+_CHUNK = 200  # scopes per statement (SQLite allows 32,766 parameters; 3 per row)
 _WRAP_AAD = b"contact-centre/vault/v1|"
 
 
@@ -87,6 +93,7 @@ class KeyVault:
         *,
         clock: Clock | None = None,
         cache_size: int = 100_000,
+        scrub_in_background: bool = False,
     ) -> None:
         if len(master_key) != 32:
             raise ValueError("the master key must be 32 bytes")
@@ -100,6 +107,16 @@ class KeyVault:
         self._pending: dict[str, tuple[str, _Key]] = {}
         self._lock = threading.RLock()
         self._generation: int | None = None
+        # Storage hygiene after a destruction: inline, or (PostgreSQL, where VACUUM reads
+        # the whole table and its indexes, so its cost grows with the vault) by a thread
+        # woken right after the destruction commits. Destructions while a VACUUM runs are
+        # covered by the next one.
+        self._scrub_in_background = scrub_in_background
+        self._scrub_cv = threading.Condition()
+        self._scrubs_wanted = 0  # destructions so far
+        self._scrubs_done = 0  # destructions whose rows a finished scrub covered
+        self._scrubber: threading.Thread | None = None
+        self._closing = False
 
     def create_tables(self) -> None:
         with self.db.transaction() as tx:
@@ -152,6 +169,34 @@ class KeyVault:
         key = _Key(self._unwrap_key(scope_id, row[0]))
         self._cache_put(scope_id, key)
         return key
+
+    def preload(self, scope_ids: Iterable[str]) -> None:
+        """Bring the keys of many scopes into the cache in one query per chunk, instead
+        of one read transaction per :meth:`open` (a round trip each on PostgreSQL)."""
+        wanted = sorted({s for s in scope_ids if s not in self._cache and s not in self._pending})
+        if not wanted:
+            return
+        found: dict[str, str] = {}
+        destroyed: set[str] = set()
+        with self.db.read() as tx:
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                tx.execute(
+                    f"SELECT scope, wrapped FROM cc_vault_keys WHERE scope IN ({marks})", chunk
+                )
+                found.update((str(r[0]), str(r[1])) for r in tx.fetchall())
+                missing = [s for s in chunk if s not in found]
+                if missing:
+                    marks = ", ".join("?" * len(missing))
+                    tx.execute(
+                        f"SELECT scope FROM cc_vault_destroyed WHERE scope IN ({marks})", missing
+                    )
+                    destroyed.update(str(r[0]) for r in tx.fetchall())
+        for scope_id, wrapped in found.items():
+            self._cache_put(scope_id, _Key(self._unwrap_key(scope_id, wrapped)))
+        for scope_id in destroyed:
+            self._cache_put(scope_id, _DESTROYED_KEY)
 
     def _key_for_write(self, scope: Scope) -> _Key:
         key = self._lookup(scope.id)
@@ -272,24 +317,35 @@ class KeyVault:
         now = int(self._clock.now().timestamp() * 1_000_000)
         destroyed = 0
         with self.db.transaction() as tx:
-            for scope_id in ids:
-                tx.execute("SELECT tenant_id FROM cc_vault_keys WHERE scope = ?", (scope_id,))
-                row = tx.fetchone()
-                if row is None:
-                    continue
-                tx.execute("DELETE FROM cc_vault_keys WHERE scope = ?", (scope_id,))
+            # A few statements per chunk of scopes, not three per scope: on PostgreSQL
+            # every read of a result is a round trip.
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
                 tx.execute(
-                    "INSERT INTO cc_vault_destroyed (scope, tenant_id, destroyed_at) "
-                    "VALUES (?, ?, ?) ON CONFLICT (scope) DO NOTHING",
-                    (scope_id, row[0], now),
+                    "DELETE FROM cc_vault_keys WHERE scope IN ("
+                    + ", ".join("?" * len(chunk))
+                    + ") RETURNING scope, tenant_id",
+                    chunk,
                 )
-                destroyed += 1
+                gone = sorted((str(r[0]), str(r[1])) for r in tx.fetchall())
+                if not gone:
+                    continue
+                tx.execute(
+                    "INSERT INTO cc_vault_destroyed (scope, tenant_id, destroyed_at) VALUES "
+                    + ", ".join(["(?, ?, ?)"] * len(gone))
+                    + " ON CONFLICT (scope) DO NOTHING",
+                    [value for scope_id, tenant in gone for value in (scope_id, tenant, now)],
+                )
+                destroyed += len(gone)
             tx.execute("UPDATE cc_vault_meta SET generation = generation + 1 WHERE id = 1")
         with self._lock:
             for scope_id in ids:
                 self._pending.pop(scope_id, None)
                 self._cache[scope_id] = _DESTROYED_KEY
-        self._scrub()
+        if self._scrub_in_background:
+            self._request_scrub()
+        else:
+            self._scrub()
         return destroyed
 
     def destroy_tenant(self, tenant_id: UUID) -> int:
@@ -301,12 +357,67 @@ class KeyVault:
     def is_destroyed(self, scope_id: str) -> bool:
         return self._lookup(scope_id) is _DESTROYED_KEY
 
+    # -- storage hygiene ---------------------------------------------------------------
+    def _request_scrub(self) -> None:
+        with self._scrub_cv:
+            self._scrubs_wanted += 1
+            if self._scrubber is None or not self._scrubber.is_alive():
+                self._scrubber = threading.Thread(
+                    target=self._scrub_loop, name="vault-scrub", daemon=True
+                )
+                self._scrubber.start()
+            self._scrub_cv.notify_all()
+
+    def _scrub_loop(self) -> None:
+        failures = 0
+        while True:
+            with self._scrub_cv:
+                self._scrub_cv.wait_for(
+                    lambda: self._scrubs_done < self._scrubs_wanted or self._closing
+                )
+                if self._scrubs_done >= self._scrubs_wanted:
+                    return  # closing, nothing left to scrub
+                target = self._scrubs_wanted
+            try:
+                self._scrub()
+            except Exception as error:  # the next destruction (or retry) scrubs again
+                failures += 1
+                log.warning("vacuum of the vault failed: %s", type(error).__name__)
+                if self._closing and failures >= 3:
+                    return
+                time.sleep(min(5.0, 0.1 * 2**failures))
+                continue
+            failures = 0
+            with self._scrub_cv:
+                self._scrubs_done = max(self._scrubs_done, target)
+                self._scrub_cv.notify_all()
+
+    def wait_scrubbed(self, timeout: float = 30.0) -> bool:
+        """Wait until the storage of every key destroyed so far has been scrubbed (at once
+        when scrubbing inline); False if that took longer than ``timeout`` seconds."""
+        with self._scrub_cv:
+            target = self._scrubs_wanted
+            return self._scrub_cv.wait_for(lambda: self._scrubs_done >= target, timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish the pending scrub (a process that erased and exits still leaves no
+        destroyed key in the table's pages), then stop the scrubbing thread."""
+        with self._scrub_cv:
+            self._closing = True
+            self._scrub_cv.notify_all()
+            scrubber = self._scrubber
+        if scrubber is not None:
+            scrubber.join(timeout)
+            if scrubber.is_alive():
+                log.warning("the vault's scrub did not finish within %.0f s", timeout)
+
     def _scrub(self) -> None:
         """Make sure deleted key bytes do not linger in dead row versions.
 
         On SQLite ``secure_delete`` zeroes freed cells as they are freed; the checkpoint
         then copies the zeroed pages home and truncates the write-ahead log, so no older
-        page image holding the key stays in the WAL file.
+        page image holding the key stays in the WAL file. On PostgreSQL VACUUM removes the
+        dead row versions (and their index entries) from the table's pages.
         """
         if self.db.dialect == "postgres":
             self.db.execute_outside_transaction("VACUUM cc_vault_keys")

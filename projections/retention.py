@@ -102,65 +102,72 @@ class RetentionLedgerProjection(Projection):
             (scope_id, tenant, kind.value, subject, category.value, anchor, contact, conversation),
         )
 
-    def _touch(self, tx: Tx, scope_id: str, moment: int) -> None:
+    def _touch(self, tx: Tx, scope_id: str, moment: int, also: str | None = None) -> None:
         """Activity moves the anchor forward (never back) and cancels an inactivity notice
-        issued before it."""
+        issued before it (of ``scope_id`` and, in the same statement, of ``also``)."""
         later = "status = 'noticed' AND noticed_at < ?"
+        ids = (scope_id,) if also is None else (scope_id, also)
         tx.execute(
             "UPDATE rm_retention_scopes SET anchor_at = CASE WHEN anchor_at IS NULL"
             " OR anchor_at < ? THEN ? ELSE anchor_at END,"
             f" notice_delete_after = CASE WHEN {later} THEN NULL ELSE notice_delete_after END,"
             f" noticed_at = CASE WHEN {later} THEN NULL ELSE noticed_at END,"
             f" status = CASE WHEN {later} THEN 'live' ELSE status END"
-            " WHERE scope_id = ? AND status != 'erased'",
-            (moment, moment, moment, moment, moment, scope_id),
+            f" WHERE scope_id IN ({', '.join('?' * len(ids))}) AND status != 'erased'",
+            (moment, moment, moment, moment, moment, *ids),
         )
 
     def _touch_contact(self, tx: Tx, contact_id: str) -> None:
         """The contact's anchor takes in the latest activity of its conversations."""
+        self._touch_contact_of(tx, "?", contact_id)
+
+    def _touch_contact_of(self, tx: Tx, contact_sql: str, param: str) -> None:
+        """As :meth:`_touch_contact`, for the contact that ``contact_sql`` (an expression
+        with one parameter) names. One statement, no result to wait for: on PostgreSQL a
+        projection's transaction then costs one round trip, not one per read."""
+        later = "status = 'noticed' AND noticed_at < m.v"
         tx.execute(
-            "SELECT MAX(anchor_at) FROM rm_retention_scopes WHERE contact_id = ? AND kind = ?",
-            (contact_id, ScopeKind.CONVERSATION.value),
+            "UPDATE rm_retention_scopes SET anchor_at = CASE WHEN anchor_at IS NULL"
+            " OR anchor_at < m.v THEN m.v ELSE anchor_at END,"
+            f" notice_delete_after = CASE WHEN {later} THEN NULL ELSE notice_delete_after END,"
+            f" noticed_at = CASE WHEN {later} THEN NULL ELSE noticed_at END,"
+            f" status = CASE WHEN {later} THEN 'live' ELSE status END"
+            " FROM (SELECT MAX(anchor_at) AS v FROM rm_retention_scopes"
+            f" WHERE contact_id = {contact_sql} AND kind = ?) AS m"
+            f" WHERE scope_id = 'contact:' || {contact_sql} AND status != 'erased'"
+            " AND m.v IS NOT NULL",
+            (param, ScopeKind.CONVERSATION.value, param),
         )
-        row = tx.fetchone()
-        if row is not None and row[0] is not None:
-            self._touch(tx, f"contact:{contact_id}", int(row[0]))
 
     def _erased(
         self, tx: Tx, event: Any, scope_ids: list[str], rule: str, request_id: UUID | None
     ) -> None:
         at = micros(event.at)
-        for scope_id in scope_ids:
-            tx.execute(
-                "SELECT kind, subject_id, category FROM rm_retention_scopes"
-                " WHERE scope_id = ? AND status != 'erased'",
-                (scope_id,),
-            )
-            row = tx.fetchone()
-            if row is None:
-                continue
-            # An erased scope's anchor is its erasure: what came before is gone, and what
-            # other aggregates report after it (in whatever order) must not move it.
-            tx.execute(
-                "UPDATE rm_retention_scopes SET status = 'erased', erased_at = ?, anchor_at = ?,"
-                " notice_delete_after = NULL, noticed_at = NULL WHERE scope_id = ?",
-                (at, at, scope_id),
-            )
-            tx.execute(
-                "INSERT INTO rm_retention_deletions (id, tenant_id, scope_kind, subject_id,"
-                " category, rule, request_id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (id) DO NOTHING",
-                (
-                    scope_id,
-                    str(event.tenant_id),
-                    row[0],
-                    row[1],
-                    row[2],
-                    rule,
-                    str(request_id) if request_id else None,
-                    at,
-                ),
-            )
+        marks = ", ".join("?" * len(scope_ids))
+        # The deletion records first, from the scopes' rows while they are not yet erased
+        # (no row, or already erased: nothing is recorded, nothing changes). One statement
+        # for all the event's scopes: an erasure's statements are what it costs.
+        tx.execute(
+            "INSERT INTO rm_retention_deletions (id, tenant_id, scope_kind, subject_id,"
+            " category, rule, request_id, at) SELECT scope_id, ?, kind, subject_id,"
+            " category, ?, ?, ? FROM rm_retention_scopes"
+            f" WHERE scope_id IN ({marks}) AND status != 'erased' ON CONFLICT (id) DO NOTHING",
+            (
+                str(event.tenant_id),
+                rule,
+                str(request_id) if request_id else None,
+                at,
+                *scope_ids,
+            ),
+        )
+        # An erased scope's anchor is its erasure: what came before is gone, and what
+        # other aggregates report after it (in whatever order) must not move it.
+        tx.execute(
+            "UPDATE rm_retention_scopes SET status = 'erased', erased_at = ?, anchor_at = ?,"
+            " notice_delete_after = NULL, noticed_at = NULL"
+            f" WHERE scope_id IN ({marks}) AND status != 'erased'",
+            (at, at, *scope_ids),
+        )
 
     # -- tenants -----------------------------------------------------------------------
     @handles(Tenant.Registered)
@@ -291,15 +298,12 @@ class RetentionLedgerProjection(Projection):
         self._touch_contact(tx, str(e.contact_id))
 
     def _conversation_activity(self, tx: Tx, conversation: str, moment: int) -> None:
-        for scope in (f"conversation:{conversation}", f"visitor-network:{conversation}"):
-            self._touch(tx, scope, moment)
-        tx.execute(
-            "SELECT contact_id FROM rm_retention_scopes WHERE scope_id = ?",
-            (f"conversation:{conversation}",),
+        self._touch(tx, f"conversation:{conversation}", moment, f"visitor-network:{conversation}")
+        self._touch_contact_of(
+            tx,
+            "(SELECT contact_id FROM rm_retention_scopes WHERE scope_id = ?)",
+            f"conversation:{conversation}",
         )
-        row = tx.fetchone()
-        if row is not None and row[0]:
-            self._touch_contact(tx, str(row[0]))
 
     @handles(Conversation.ContactChanged)
     def _contact_changed(self, tx: Tx, e: Conversation.ContactChanged, position: int) -> None:

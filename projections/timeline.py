@@ -44,29 +44,24 @@ class TimelineProjection(Projection):
         occurred_at: int | None = None,
     ) -> None:
         conversation_id = str(e.originator_id)
-        tx.execute(
-            "SELECT contact_id, channel FROM rm_timeline_conversations WHERE id = ?",
-            (conversation_id,),
-        )
-        row = tx.fetchone()
-        if row is None:
-            return
+        # the conversation's contact and channel taken in the same statement: no result to
+        # wait for (a round trip per entry on PostgreSQL); no conversation row, no entry
         tx.execute(
             "INSERT INTO rm_timeline (id, tenant_id, contact_id, conversation_id, channel, kind,"
             " direction, content, detail, occurred_at, position)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            " SELECT ?, ?, contact_id, ?, channel, ?, ?, ?, ?, ?, ?"
+            " FROM rm_timeline_conversations WHERE id = ? ON CONFLICT (id) DO NOTHING",
             (
                 entry_id or f"{conversation_id}:{e.originator_version}",
                 str(e.tenant_id),
-                row[0],
                 conversation_id,
-                row[1],
                 kind,
                 direction,
                 content,
                 dumps(detail or {}),
                 occurred_at if occurred_at is not None else micros(e.at),
                 position,
+                conversation_id,
             ),
         )
 

@@ -103,6 +103,41 @@ class WebhooksProjection(Projection):
     def __init__(self, log_retention: timedelta = timedelta(days=30)) -> None:
         self.log_retention = log_retention
         self._pruned: dict[str, int] = {}
+        # The tenants' subscriptions as read in the current transaction: every event of
+        # a batch asks for them (an erasure's hundred events, a round trip each on
+        # PostgreSQL). Only this transaction's own subscription events change them.
+        self._subscribers: tuple[Tx, dict[str, list[tuple[str, Any, str]]]] | None = None
+
+    def _subscriptions(self, tx: Tx, tenant: str) -> list[tuple[str, Any, str]]:
+        """(id, personal fields, status) and wanted event types of the tenant's live
+        subscriptions, read once per transaction."""
+        entry = self._subscribers
+        if entry is None or entry[0] is not tx:
+            entry = self._subscribers = (tx, {})
+        cached = entry[1]
+        rows = cached.get(tenant)
+        if rows is None:
+            tx.execute(
+                "SELECT id, event_types, personal_fields, status FROM rm_webhook_subscriptions"
+                " WHERE tenant_id = ? AND status != ?",
+                (tenant, SubscriptionStatus.DELETED.value),
+            )
+            rows = [
+                (str(sid), (frozenset(loads(types)), loads(fields)), str(status))
+                for sid, types, fields, status in tx.fetchall()
+            ]
+            cached[tenant] = rows
+        return rows
+
+    def _wanted(
+        self, tx: Tx, tenant: str, event_type: str, except_subscription: str | None = None
+    ) -> list[tuple[str, Any, str]]:
+        """(id, personal fields, status) of the subscriptions that want ``event_type``."""
+        return [
+            (sid, spec[1], status)
+            for sid, spec, status in self._subscriptions(tx, tenant)
+            if event_type in spec[0] and sid != except_subscription
+        ]
 
     # -- queueing -----------------------------------------------------------------------
     def _queue(
@@ -120,16 +155,7 @@ class WebhooksProjection(Projection):
     ) -> None:
         """Deliveries of one event to every subscription of the tenant that wants it."""
         tenant = str(e.tenant_id)
-        tx.execute(
-            "SELECT id, event_types, personal_fields, status FROM rm_webhook_subscriptions"
-            " WHERE tenant_id = ? AND status != ?",
-            (tenant, SubscriptionStatus.DELETED.value),
-        )
-        wanted = [
-            (str(sid), loads(fields), str(status))
-            for sid, types, fields, status in tx.fetchall()
-            if event_type in loads(types) and str(sid) != except_subscription
-        ]
+        wanted = self._wanted(tx, tenant, event_type, except_subscription)
         if not wanted:
             return
         if contact_id is not None and event_type not in ALWAYS_TOLD:
@@ -201,6 +227,8 @@ class WebhooksProjection(Projection):
         extra: dict[str, Any],
         message: str | None = None,
     ) -> None:
+        if not self._wanted(tx, str(e.tenant_id), event_type):
+            return  # no subscriber: nothing to look up
         conversation_id, contact_id, channel = self._conversation(tx, e)
         data = {
             "conversation_id": conversation_id,
@@ -285,6 +313,8 @@ class WebhooksProjection(Projection):
 
     @handles(Conversation.ContentErased)
     def _content_erased(self, tx: Tx, e: Conversation.ContentErased, position: int) -> None:
+        if not self._wanted(tx, str(e.tenant_id), "data.erased"):
+            return  # no subscriber: nothing to look up
         conversation_id, contact_id, _ = self._conversation(tx, e)
         data = {
             "subject": "conversation",
@@ -580,6 +610,8 @@ class WebhooksProjection(Projection):
 
     # -- the log's retention ------------------------------------------------------------
     def apply(self, tx: Tx, event: Any, position: int) -> None:
+        if not isinstance(event, Conversation.Event | Contact.Event | DataSubjectRequest.Event):
+            self._subscribers = None  # subscription events (and reports) change them
         super().apply(tx, event, position)
         tenant_id = getattr(event, "tenant_id", None)
         at = getattr(event, "at", None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -15,11 +16,12 @@ import pytest
 
 from contact_centre.clock import ManualClock
 from contact_centre.conversations import Conversation
-from contact_centre.interaction import Identity, IdentityKind
+from contact_centre.interaction import Channel, Identity, IdentityKind
 from contact_centre.privacy import ERASED
 from infra.config import Settings
-from infra.runtime import Runtime
+from infra.runtime import Runtime, build
 from tests.helpers import Api, interaction
+from tests.privacy.support import World
 from tests.scan import needles, scan_files, scan_postgres
 
 PHONE = "+447700900555"
@@ -255,3 +257,42 @@ async def test_a_hold_anywhere_in_a_terminated_tenant_postpones_its_purge(
     report = runtime.privacy.sweep(manual.now())
     assert _purged(report) == 1
     assert _vault_keys(settings, runtime, api.tenant_id) == {}
+
+
+def _vacuumed_since(url: str, before: int, seconds: float = 5.0) -> bool:
+    """Whether cc_vault_keys was vacuumed since ``before`` (statistics arrive a moment
+    after the VACUUM)."""
+    deadline = time.monotonic() + seconds
+    while _vacuums(url) <= before:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_destroyed_key_rows_are_vacuumed_promptly_after_the_erasure_returns(
+    settings: Settings, manual: ManualClock
+) -> None:
+    """PostgreSQL: the VACUUM that removes destroyed key rows from the vault's pages runs
+    in the background right after the erasure (its cost grows with the vault), within
+    moments, and a process that erases and exits at once still runs it before closing."""
+    if not settings.database_url:
+        pytest.skip("SQLite zeroes freed cells as it frees them and checkpoints inline")
+    url = settings.database_url
+    rt = build(settings.with_overrides(retention_interval_seconds=0), clock=manual)
+    world = World(rt, manual)
+    first = world.message(Channel.SMS, IdentityKind.PHONE, "+447700900950", "first")
+    second = world.message(Channel.SMS, IdentityKind.PHONE, "+447700900951", "second")
+    try:
+        before = _vacuums(url)
+        began = time.monotonic()
+        rt.privacy.erase_contact(world.tenant, first.contact_id, "request:erasure")
+        assert rt.vault.wait_scrubbed(timeout=10.0)
+        assert time.monotonic() - began < 10.0
+        assert _vacuumed_since(url, before)
+        # erase, then close at once: closing waits for the scrub
+        before = _vacuums(url)
+        rt.privacy.erase_contact(world.tenant, second.contact_id, "request:erasure")
+    finally:
+        rt.close()
+    assert _vacuumed_since(url, before)
