@@ -270,15 +270,15 @@ def _vacuumed_since(url: str, before: int, seconds: float = 5.0) -> bool:
     return True
 
 
+@pytest.mark.parametrize("backend", ["postgres"])  # SQLite: secure_delete, inline checkpoint
 def test_destroyed_key_rows_are_vacuumed_promptly_after_the_erasure_returns(
     settings: Settings, manual: ManualClock
 ) -> None:
     """PostgreSQL: the VACUUM that removes destroyed key rows from the vault's pages runs
     in the background right after the erasure (its cost grows with the vault), within
     moments, and a process that erases and exits at once still runs it before closing."""
-    if not settings.database_url:
-        pytest.skip("SQLite zeroes freed cells as it frees them and checkpoints inline")
     url = settings.database_url
+    assert url is not None
     rt = build(settings.with_overrides(retention_interval_seconds=0), clock=manual)
     world = World(rt, manual)
     first = world.message(Channel.SMS, IdentityKind.PHONE, "+447700900950", "first")
