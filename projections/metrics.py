@@ -250,27 +250,15 @@ class MetricsProjection(Projection):
 
     @handles(Conversation.Abandoned)
     def _abandoned(self, tx: Tx, e: Conversation.Abandoned, position: int) -> None:
-        conversation_id = str(e.originator_id)
-        state = self._conversation(tx, conversation_id)
-        if state is None or state["offered_at"] is None or state["answered_at"] is not None:
-            return
-        self._bump(
-            tx,
-            state["tenant_id"],
-            state["queue_id"],
-            state["channel"],
-            int(state["interval_start"]),
-            abandoned=1,
-        )
-        tx.execute(
-            "UPDATE rm_metric_conversations SET offered_at = NULL WHERE id = ?", (conversation_id,)
-        )
+        self._offer_ended_unanswered(tx, str(e.originator_id), "abandoned")
 
     @handles(Conversation.Overflowed)
     def _overflowed(self, tx: Tx, e: Conversation.Overflowed, position: int) -> None:
         """The offer ends unanswered and not abandoned; to another queue, the Queued event
         that follows is a new offer there."""
-        conversation_id = str(e.originator_id)
+        self._offer_ended_unanswered(tx, str(e.originator_id), "overflowed")
+
+    def _offer_ended_unanswered(self, tx: Tx, conversation_id: str, counter: str) -> None:
         state = self._conversation(tx, conversation_id)
         if state is None or state["offered_at"] is None or state["answered_at"] is not None:
             return
@@ -280,7 +268,7 @@ class MetricsProjection(Projection):
             state["queue_id"],
             state["channel"],
             int(state["interval_start"]),
-            overflowed=1,
+            **{counter: 1},
         )
         tx.execute(
             "UPDATE rm_metric_conversations SET offered_at = NULL WHERE id = ?", (conversation_id,)

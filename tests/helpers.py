@@ -113,6 +113,15 @@ async def settle(runtime: Runtime, timeout: float = 5.0) -> None:
         assert ok, f"projection {consumer.name} did not reach {latest}"
 
 
+async def until(done: Any, what: str, timeout: float = 30.0) -> Any:
+    """Poll the plain predicate ``done()`` until it gives something truthy (bounded)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (found := done()):
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+    return found
+
+
 async def eventually(check: Any, seconds: float = 10) -> Any:
     """Await ``check()`` until it returns something truthy (bounded by ``seconds``)."""
     async with asyncio.timeout(seconds):

@@ -9,16 +9,14 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
 from infra.config import Settings
 from infra.localpg import free_port
 from tests.e2e.test_cli import CLI, ROOT, cli_env, run_cli
-from tests.helpers import interaction
+from tests.helpers import interaction, until
 from tests.webhooks.conftest import running_receiver
 
 
@@ -56,14 +54,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-async def _until(done: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := done()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
-    return found
 
 
 def _start_serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
@@ -109,18 +99,18 @@ async def test_serve_dispatches_from_a_child_it_restarts_and_stops(settings: Set
                 async with http.post(f"{base}/v1/interactions", json=interaction(body=text)) as a:
                     assert a.status == 201
 
-            first = await _until(lambda: _dispatchers(serve.pid), "the dispatcher child")
+            first = await until(lambda: _dispatchers(serve.pid), "the dispatcher child")
             assert len(first) == 1
             await receive("one")
-            await _until(lambda: len(receiver.unique()) == 1, "the first delivery")
+            await until(lambda: len(receiver.unique()) == 1, "the first delivery")
 
             # The child dies: serve starts another, and nothing is lost.
             os.kill(first[0], signal.SIGKILL)
             await receive("two")
-            second = await _until(
+            second = await until(
                 lambda: [p for p in _dispatchers(serve.pid) if p != first[0]], "a new child"
             )
-            await _until(lambda: len(receiver.unique()) == 2, "the second delivery")
+            await until(lambda: len(receiver.unique()) == 2, "the second delivery")
             assert receiver.unverified == 0
             # at least once: only an attempt cut off by the kill, before its report was
             # recorded, may come again (with the same webhook-id, for the receiver)
@@ -128,7 +118,7 @@ async def test_serve_dispatches_from_a_child_it_restarts_and_stops(settings: Set
 
         serve.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(serve.wait, 30) == 0
-        await _until(lambda: not _alive(second[0]), "the child to stop with serve", 15)
+        await until(lambda: not _alive(second[0]), "the child to stop with serve", 15)
     finally:
         if serve.poll() is None:
             serve.kill()

@@ -6,14 +6,14 @@ once, in order per conversation, signed; an erasure is told."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from infra.config import Settings
 from infra.runtime import Runtime, build
-from tests.helpers import Api
+from tests.helpers import Api, until
 from tests.kafka.test_scaled_http import bus, client_of
 from tests.webhooks.conftest import Receiver, running_receiver
 
@@ -24,13 +24,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 async def hook_receiver() -> AsyncIterator[Receiver]:
     async with running_receiver() as receiver:
         yield receiver
-
-
-async def _until(done: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not done():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_two_scaled_processes_deliver_every_event_once_in_order_per_conversation(
@@ -76,10 +69,10 @@ async def test_two_scaled_processes_deliver_every_event_once_in_order_per_conver
             assert len(sent) == 3
             expected = 3 + 12  # three conversations opened, twelve messages
 
-            await _until(lambda: len(hook_receiver.unique()) >= expected, "every delivery")
+            await until(lambda: len(hook_receiver.unique()) >= expected, "every delivery")
             status, erased = await api.post(f"/v1/contacts/{contacts[0]}/erasure", {})
             assert status == 200, erased
-            await _until(lambda: bool(hook_receiver.of_type("data.erased")), "data.erased")
+            await until(lambda: bool(hook_receiver.of_type("data.erased")), "data.erased")
             await asyncio.sleep(0.5)  # a second dispatcher would send its copies now
 
         # Exactly once: one dispatcher at a time, so no event was sent twice.
