@@ -52,6 +52,7 @@ from projections.base import Projection
 from workflows.base import Policy
 
 log = logging.getLogger(__name__)
+SETUP_ATTEMPTS = 10  # a set-up that deadlocks with running workers is run again this often
 
 NS_KAFKA_OFFSET = "kafka-offset"  # cc_index namespace of workflow offsets
 
@@ -120,12 +121,22 @@ class ProjectionTarget:
         self._floor_read = False
 
     def setup(self) -> None:
-        with self.db.transaction() as tx:
-            if tx.dialect == "postgres":  # processes starting together (see schema_lock)
-                tx.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK_KEY,))
-            tx.execute(TRACKING_DDL)
-            tx.execute(OFFSETS_DDL)
-            self.projection.setup(tx)
+        # CREATE ... IF NOT EXISTS still locks its table: a worker joining while others
+        # apply batches can deadlock with them; the set-up is idempotent, so run it again.
+        for attempt in range(1, SETUP_ATTEMPTS + 1):
+            try:
+                with self.db.transaction() as tx:
+                    if tx.dialect == "postgres":  # processes starting together (schema_lock)
+                        tx.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK_KEY,))
+                    tx.execute(TRACKING_DDL)
+                    tx.execute(OFFSETS_DDL)
+                    self.projection.setup(tx)
+                return
+            except Exception as error:
+                if not is_write_conflict(error) or attempt == SETUP_ATTEMPTS:
+                    raise
+                log.info("projection %s: set-up collided with a worker; again", self.name)
+                time.sleep(0.05 * attempt)
 
     def assigned(self, partitions: Sequence[int]) -> dict[int, int | None]:
         with self.db.read() as tx:

@@ -192,3 +192,34 @@ def test_a_policy_reacts_once_per_event_and_keeps_offset_and_position_with_its_r
     # the offset moves with a reaction; a batch of duplicates only is re-read after a crash
     assert policy.assigned([2, 3]) == {2: len(records) - 1, 3: None}
     assert runtime.app.tracked_position("note-on-open#2") == records[-1].notification_id
+
+
+class _DeadlockingDb:
+    """A read-model store whose first transactions deadlock (PostgreSQL's 40P01)."""
+
+    def __init__(self, real: Any, deadlocks: int) -> None:
+        self.real = real
+        self.deadlocks = deadlocks
+
+    def transaction(self) -> Any:
+        if self.deadlocks > 0:
+            self.deadlocks -= 1
+            error = RuntimeError("deadlock detected")
+            error.sqlstate = "40P01"  # type: ignore[attr-defined]
+            raise error
+        return self.real.transaction()
+
+
+def test_a_projection_set_up_that_deadlocks_with_running_workers_is_run_again(
+    runtime: Runtime,
+) -> None:
+    db = _DeadlockingDb(runtime.readdb, deadlocks=2)
+    target = ProjectionTarget(inbox.InboxProjection(), db, runtime.app.mapper, "t")  # type: ignore[arg-type]
+    target.setup()
+    assert db.deadlocks == 0
+    with runtime.readdb.read() as tx:  # the set-up ran: its tables are there
+        tx.execute("SELECT COUNT(*) FROM rm_conversations")
+        assert tx.fetchone() is not None
+    db.deadlocks = 100  # past the bound: the error reaches the worker
+    with pytest.raises(RuntimeError, match="deadlock"):
+        target.setup()
