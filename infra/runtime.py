@@ -311,11 +311,10 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         closers.append(events_db.close)
         wal_files += [events_db, readdb, audit_db]
 
-    # PostgreSQL: VACUUM after each destruction runs in the background, right after the
-    # destruction commits (its cost grows with the vault); closing waits for it.
-    vault = KeyVault(
-        vault_db, master_key, clock=clock, scrub_in_background=bool(settings.database_url)
-    )
+    # Storage hygiene after each destruction (SQLite: a truncating checkpoint of the
+    # vault's log; PostgreSQL: VACUUM) runs in the background, right after the destruction
+    # commits, not inside the erasure's latency; closing waits for it.
+    vault = KeyVault(vault_db, master_key, clock=clock, scrub_in_background=True)
     closers.append(vault.close)  # before the database it scrubs is closed
     vault.create_tables()
     normaliser = PhoneEmailNormaliser()

@@ -107,10 +107,10 @@ class KeyVault:
         self._pending: dict[str, tuple[str, _Key]] = {}
         self._lock = threading.RLock()
         self._generation: int | None = None
-        # Storage hygiene after a destruction: inline, or (PostgreSQL, where VACUUM reads
-        # the whole table and its indexes, so its cost grows with the vault) by a thread
-        # woken right after the destruction commits. Destructions while a VACUUM runs are
-        # covered by the next one.
+        # Storage hygiene after a destruction: inline, or by a thread woken right after
+        # the destruction commits (its fsyncs, or on PostgreSQL a VACUUM that reads the
+        # whole table and its indexes, stay out of the erasure's latency). Destructions
+        # while a scrub runs are covered by the next one.
         self._scrub_in_background = scrub_in_background
         self._scrub_cv = threading.Condition()
         self._scrubs_wanted = 0  # destructions so far
@@ -126,6 +126,10 @@ class KeyVault:
                 "INSERT INTO cc_vault_meta (id, generation) VALUES (1, 0) "
                 "ON CONFLICT (id) DO NOTHING"
             )
+        if self.db.dialect != "postgres":
+            # A process that died between a destruction and its scrub left the destroyed
+            # keys' older page images in the log: truncate it now (cheap when it is not).
+            self._scrub()
 
     # -- wrapping ----------------------------------------------------------------------
     def _wrap_key(self, scope_id: str, key: bytes) -> str:

@@ -121,7 +121,9 @@ async def test_after_erasure_nothing_of_the_subject_is_stored_logged_or_recovera
     status, done = await api.post(f"/v1/requests/{request['request_id']}/fulfil", {})
     assert (status, done["outcome"]["result"]) == (200, "erased")
 
-    # The keys are gone from the vault's storage, not only marked.
+    # The keys are gone from the vault's storage, not only marked (its scrub runs right
+    # after the erasure returns: wait for it, within moments).
+    assert runtime.vault.wait_scrubbed(timeout=10.0)
     after = _vault_keys(settings, runtime, api.tenant_id)
     assert set(mine).isdisjoint(after)
     assert set(keys) - set(mine) <= set(after)  # other scopes (the tenant's) untouched
@@ -211,6 +213,7 @@ async def test_a_terminated_tenant_comes_back_in_its_grace_then_is_purged_to_a_c
     assert [p for p in personal if p in json.dumps(certificate).encode()] == []
     # no key, no index entry, no read-model row of the tenant remains...
     assert _vault_keys(settings, runtime, api.tenant_id) == {}
+    assert runtime.vault.wait_scrubbed(timeout=10.0)
     assert _stored(settings, [w.encode() for w in keys.values()]) == []
     assert _stored(settings, personal) == []
     with runtime.readdb.read() as tx:
@@ -296,3 +299,32 @@ def test_destroyed_key_rows_are_vacuumed_promptly_after_the_erasure_returns(
     finally:
         rt.close()
     assert _vacuumed_since(url, before)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL: the VACUUM test above
+def test_destroyed_keys_leave_the_vault_file_promptly_after_the_erasure_returns(
+    settings: Settings, manual: ManualClock
+) -> None:
+    """SQLite: the truncating checkpoint that takes destroyed keys' older page images out
+    of the vault's write-ahead log runs in the background right after the erasure, within
+    moments; a process that erases and exits at once still runs it before closing."""
+    rt = build(settings.with_overrides(retention_interval_seconds=0), clock=manual)
+    world = World(rt, manual)
+    first = world.message(Channel.SMS, IdentityKind.PHONE, "+447700900952", "first")
+    second = world.message(Channel.SMS, IdentityKind.PHONE, "+447700900953", "second")
+    try:
+        keys = _vault_keys(settings, rt, world.tenant)
+        wrapped = [w.encode() for scope, w in keys.items() if str(first.contact_id) in scope]
+        assert wrapped
+        assert _stored(settings, wrapped)
+        rt.privacy.erase_contact(world.tenant, first.contact_id, "request:erasure")
+        assert rt.vault.wait_scrubbed(timeout=10.0)
+        assert _stored(settings, wrapped) == []
+        # erase, then close at once: closing waits for the scrub
+        wrapped = [w.encode() for scope, w in keys.items() if str(second.contact_id) in scope]
+        assert wrapped
+        assert _stored(settings, wrapped)
+        rt.privacy.erase_contact(world.tenant, second.contact_id, "request:erasure")
+    finally:
+        rt.close()
+    assert _stored(settings, wrapped) == []
