@@ -20,7 +20,6 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import ApplicationRecorder
 from eventsourcing.postgres import PostgresDatastore
-from eventsourcing.sqlite import SQLiteDatastore
 from psycopg.conninfo import conninfo_to_dict
 
 from contact_centre.application import ContactCentre
@@ -36,6 +35,7 @@ from infra.identities import PhoneEmailNormaliser
 from infra.live import LiveHub
 from infra.scheduler import TickerRunner
 from infra.store import (
+    EventStoreDatastore,
     PostgresEventStoreRecorder,
     PostgresWriteIndex,
     SQLiteEventStoreRecorder,
@@ -288,7 +288,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(data_dir, 0o700)
         master_key = settings.master_key or load_or_create_master_key(data_dir)
-        sqlite_store = SQLiteDatastore(db_name=str(data_dir / "events.sqlite"), lock_timeout=30)
+        sqlite_store = EventStoreDatastore(str(data_dir / "events.sqlite"), lock_timeout=30)
         closers.append(sqlite_store.close)
         sqlite_recorder = SQLiteEventStoreRecorder(sqlite_store)
         sqlite_recorder.create_table()

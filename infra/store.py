@@ -23,7 +23,13 @@ from eventsourcing.postgres import (
     PostgresDatastore,
     PostgresProcessRecorder,
 )
-from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteProcessRecorder
+from eventsourcing.sqlite import (
+    SQLiteConnection,
+    SQLiteConnectionPool,
+    SQLiteCursor,
+    SQLiteDatastore,
+    SQLiteProcessRecorder,
+)
 from eventsourcing.utils import retry
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
@@ -105,6 +111,30 @@ def _apply_index_ops(
                     sync()  # pipelined: the row count is known only once the answer is in
                 if cursor.rowcount != 1:
                     raise IndexConflictError(f"index {op.namespace} changed concurrently")
+
+
+# Commits of the event store copy its write-ahead log back into the file themselves only
+# past this many pages (~40 MB; SQLite's default is 1,000): the background checkpointer
+# (infra.checkpoint) does that copying, so a large command does not pay for it inline.
+EVENT_STORE_AUTOCHECKPOINT_PAGES = 10_000
+
+
+class _EventStorePool(SQLiteConnectionPool):
+    def _create_connection(self) -> SQLiteConnection:
+        connection = super()._create_connection()
+        connection._sqlite_conn.execute(
+            f"PRAGMA wal_autocheckpoint={EVENT_STORE_AUTOCHECKPOINT_PAGES}"
+        )
+        return connection
+
+
+class EventStoreDatastore(SQLiteDatastore):
+    """The eventsourcing SQLite datastore, its connections set up as the event store's."""
+
+    def __init__(self, db_name: str, *, lock_timeout: int) -> None:
+        super().__init__(db_name, lock_timeout=lock_timeout)
+        self.pool.close()  # the default pool, before it made a connection
+        self.pool = _EventStorePool(db_name=db_name, lock_timeout=lock_timeout)
 
 
 class SQLiteEventStoreRecorder(SQLiteProcessRecorder):

@@ -6,9 +6,13 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+from uuid import uuid4
+
+from eventsourcing.persistence import StoredEvent
 
 from infra.checkpoint import WalCheckpointer
 from infra.db import SQLiteDatabase
+from infra.store import EventStoreDatastore, SQLiteEventStoreRecorder
 
 
 def _log(path: Path) -> tuple[int, int]:
@@ -49,3 +53,20 @@ def test_commits_below_the_threshold_leave_the_log_to_the_checkpointer(tmp_path:
             assert tx.fetchone() == (4_000,)
     finally:
         db.close()
+
+
+def test_event_store_commits_leave_the_log_to_the_checkpointer(tmp_path: Path) -> None:
+    """The event store's own connections (eventsourcing's) keep the higher threshold too:
+    a command that appends many events does not copy the log back inside its commit."""
+    path = tmp_path / "events.sqlite"
+    store = EventStoreDatastore(str(path), lock_timeout=30)
+    try:
+        recorder = SQLiteEventStoreRecorder(store)
+        recorder.create_table()
+        for _ in range(30):  # ~1,500 pages in all: past SQLite's default of 1,000
+            recorder.insert_events([StoredEvent(uuid4(), 1, "t", b"x" * 2_000) for _ in range(100)])
+        frames, _ = _log(path)
+        assert frames > 1_000
+        assert recorder.max_notification_id() == 3_000
+    finally:
+        store.close()

@@ -273,7 +273,7 @@ def _vacuumed_since(url: str, before: int, seconds: float = 5.0) -> bool:
     return True
 
 
-@pytest.mark.parametrize("backend", ["postgres"])  # SQLite: secure_delete, inline checkpoint
+@pytest.mark.parametrize("backend", ["postgres"])  # SQLite: the test below
 def test_destroyed_key_rows_are_vacuumed_promptly_after_the_erasure_returns(
     settings: Settings, manual: ManualClock
 ) -> None:
