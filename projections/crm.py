@@ -43,6 +43,8 @@ class CrmProjection(Projection):
     # 5: merged contacts (rm_crm_merged) and conversations moving between contacts
     version = 5
     tables = ("rm_crm_contacts", "rm_crm_search", "rm_crm_conversations", "rm_crm_merged")
+    # handlers use rm_crm_search_contact and rm_crm_conversations_contact
+    query_indexes = ("rm_crm_contacts_recent",)
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_crm_contacts ("
         " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, display_name TEXT,"
