@@ -26,8 +26,9 @@ Dialect = Literal["sqlite", "postgres"]
 class Database(Protocol):
     dialect: Dialect
 
-    def transaction(self) -> Any:
-        """Context manager yielding a :class:`Tx`; commits on success."""
+    def transaction(self, *, pipeline: bool = True) -> Any:
+        """Context manager yielding a :class:`Tx`; commits on success. ``pipeline=False``
+        for DROP statements on PostgreSQL (see :meth:`PostgresDatabase.transaction`)."""
         ...
 
     def read(self) -> Any:
@@ -115,7 +116,7 @@ class SQLiteDatabase:
         return conn
 
     @contextmanager
-    def transaction(self) -> Iterator[_SQLiteTx]:
+    def transaction(self, *, pipeline: bool = True) -> Iterator[_SQLiteTx]:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -236,9 +237,17 @@ class PostgresDatabase:
         )
 
     @contextmanager
-    def transaction(self) -> Iterator[_PgTx]:
-        with self.pool.connection() as conn, conn.pipeline() as pipeline, conn.transaction():
-            yield _PgTx(conn, pipeline)
+    def transaction(self, *, pipeline: bool = True) -> Iterator[_PgTx]:
+        """``pipeline=False`` waits for each statement's answer: a DROP makes psycopg
+        deallocate the connection's prepared statements, which in pipeline mode races with
+        statements already sent under their prepared names ("prepared statement ... does
+        not exist")."""
+        if not pipeline:
+            with self.pool.connection() as conn, conn.transaction():
+                yield _PgTx(conn)
+            return
+        with self.pool.connection() as conn, conn.pipeline() as pipe, conn.transaction():
+            yield _PgTx(conn, pipe)
 
     @contextmanager
     def read(self) -> Iterator[_PgTx]:

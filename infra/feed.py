@@ -178,7 +178,7 @@ class ProjectionConsumer:
     def reset(self, *, rebuilding: bool = False) -> None:
         """Empty the rows and forget the positions; ``rebuilding``: also drop the indexes
         only queries read, which :meth:`restore_indexes` makes again after the rebuild."""
-        with self.db.transaction() as tx:
+        with self.db.transaction(pipeline=not rebuilding) as tx:
             self.projection.reset(tx)
             if rebuilding:
                 self.projection.drop_query_indexes(tx)
@@ -186,7 +186,7 @@ class ProjectionConsumer:
         self._written.clear()
 
     def restore_indexes(self) -> None:
-        with self.db.transaction() as tx:
+        with self.db.transaction(pipeline=False) as tx:
             self.projection.setup(tx)  # CREATE ... IF NOT EXISTS: the dropped ones only
 
     def _forget_positions(self, tx: Tx) -> None:
