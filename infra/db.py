@@ -26,8 +26,9 @@ Dialect = Literal["sqlite", "postgres"]
 class Database(Protocol):
     dialect: Dialect
 
-    def transaction(self) -> Any:
-        """Context manager yielding a :class:`Tx`; commits on success."""
+    def transaction(self, *, pipeline: bool = True) -> Any:
+        """Context manager yielding a :class:`Tx`; commits on success. ``pipeline=False``
+        for DROP statements on PostgreSQL (see :meth:`PostgresDatabase.transaction`)."""
         ...
 
     def read(self) -> Any:
@@ -36,6 +37,10 @@ class Database(Protocol):
 
     def execute_outside_transaction(self, sql: str) -> None:
         """Run a statement that cannot run in a transaction (VACUUM, PRAGMA...)."""
+        ...
+
+    def bulk(self) -> Any:
+        """Context manager: this thread's transactions write many rows (a rebuild)."""
         ...
 
     def close(self) -> None: ...
@@ -111,7 +116,7 @@ class SQLiteDatabase:
         return conn
 
     @contextmanager
-    def transaction(self) -> Iterator[_SQLiteTx]:
+    def transaction(self, *, pipeline: bool = True) -> Iterator[_SQLiteTx]:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -132,6 +137,21 @@ class SQLiteDatabase:
 
     def execute_outside_transaction(self, sql: str) -> None:
         self._conn().execute(sql)
+
+    # A rebuild touches pages all over tables of hundreds of MB: with SQLite's default
+    # page cache (2 MB) each statement re-reads its B-tree pages from the OS; this thread's
+    # connection keeps up to this much of them instead, for the rebuild only.
+    BULK_CACHE_KIB = 256 * 1024
+
+    @contextmanager
+    def bulk(self) -> Iterator[None]:
+        conn = self._conn()
+        (before,) = conn.execute("PRAGMA cache_size").fetchone()
+        conn.execute(f"PRAGMA cache_size=-{self.BULK_CACHE_KIB}")
+        try:
+            yield
+        finally:
+            conn.execute(f"PRAGMA cache_size={int(before)}")
 
     def checkpoint(self) -> int:
         """Copy what the write-ahead log holds into the database file, without waiting
@@ -217,9 +237,17 @@ class PostgresDatabase:
         )
 
     @contextmanager
-    def transaction(self) -> Iterator[_PgTx]:
-        with self.pool.connection() as conn, conn.pipeline() as pipeline, conn.transaction():
-            yield _PgTx(conn, pipeline)
+    def transaction(self, *, pipeline: bool = True) -> Iterator[_PgTx]:
+        """``pipeline=False`` waits for each statement's answer: a DROP makes psycopg
+        deallocate the connection's prepared statements, which in pipeline mode races with
+        statements already sent under their prepared names ("prepared statement ... does
+        not exist")."""
+        if not pipeline:
+            with self.pool.connection() as conn, conn.transaction():
+                yield _PgTx(conn)
+            return
+        with self.pool.connection() as conn, conn.pipeline() as pipe, conn.transaction():
+            yield _PgTx(conn, pipe)
 
     @contextmanager
     def read(self) -> Iterator[_PgTx]:
@@ -229,6 +257,10 @@ class PostgresDatabase:
     def execute_outside_transaction(self, sql: str) -> None:
         with self.pool.connection() as conn:
             conn.execute(sql)
+
+    @contextmanager
+    def bulk(self) -> Iterator[None]:
+        yield  # the server's shared buffers serve every connection alike
 
     def close(self) -> None:
         self.pool.close()

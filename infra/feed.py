@@ -160,16 +160,34 @@ class ProjectionConsumer:
         ):
             return
         with self.db.transaction() as tx:
-            for item in items:
-                self.projection.apply(tx, item.event, item.position)
-            write_tracking(tx, self.name, partition, last_position)
-        self._written[partition] = last_position
+            self.apply(tx, items, last_position, partition)
+        self.committed(last_position, partition)
 
-    def reset(self) -> None:
-        with self.db.transaction() as tx:
+    def apply(
+        self, tx: Tx, items: Sequence[FeedItem], last_position: int, partition: int = LOG_PARTITION
+    ) -> None:
+        """Apply ``items`` and advance the position to ``last_position`` in ``tx``."""
+        for item in items:
+            self.projection.apply(tx, item.event, item.position)
+        write_tracking(tx, self.name, partition, last_position)
+
+    def committed(self, position: int, partition: int = LOG_PARTITION) -> None:
+        """The transaction of :meth:`apply` up to ``position`` committed."""
+        self._written[partition] = position
+
+    def reset(self, *, rebuilding: bool = False) -> None:
+        """Empty the rows and forget the positions; ``rebuilding``: also drop the indexes
+        only queries read, which :meth:`restore_indexes` makes again after the rebuild."""
+        with self.db.transaction(pipeline=not rebuilding) as tx:
             self.projection.reset(tx)
+            if rebuilding:
+                self.projection.drop_query_indexes(tx)
             self._forget_positions(tx)
         self._written.clear()
+
+    def restore_indexes(self) -> None:
+        with self.db.transaction(pipeline=False) as tx:
+            self.projection.setup(tx)  # CREATE ... IF NOT EXISTS: the dropped ones only
 
     def _forget_positions(self, tx: Tx) -> None:
         tx.execute("DELETE FROM cc_tracking WHERE consumer = ?", (self.name,))
@@ -336,6 +354,10 @@ class InProcessFeed:
         self._stop = threading.Event()
         self.errors: dict[str, str] = {}
 
+    # A rebuild reads and commits in bigger batches than live catching up: fewer commits,
+    # and nobody waits on its positions.
+    REBUILD_BATCH = 5_000
+
     def add(self, consumer: Consumer) -> None:
         self._consumers.append(consumer)
         self._locks[consumer.name] = threading.Lock()
@@ -418,15 +440,62 @@ class InProcessFeed:
     ) -> int:
         """Empty a projection and apply the whole log to it again; returns events read.
         ``progress(position, read)`` is called after every batch."""
-        self.reset(consumer)
-        read = 0
-        while True:
-            done = self._step(consumer)
-            read += done
-            if progress is not None:
-                progress(self._positions.get(consumer.name, 0), read)
-            if done == 0:
-                return read
+        return self.rebuild_together([consumer], progress)
+
+    def rebuild_together(
+        self,
+        consumers: Sequence[ProjectionConsumer],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Empty the projections and apply the whole log to all of them in one pass;
+        returns events read. Each batch of the log is read once and each event in it
+        decoded once (only if one of them handles it); the projections' rows and tracking
+        positions of a batch commit in one transaction per read-model database. Their
+        query-only indexes are dropped first and built once at the end."""
+        by_db: dict[int, tuple[Database, list[ProjectionConsumer]]] = {}
+        for consumer in consumers:
+            by_db.setdefault(id(consumer.db), (consumer.db, []))[1].append(consumer)
+        interested: dict[str, list[ProjectionConsumer]] = {}
+        read = position = 0
+        with contextlib.ExitStack() as stack:
+            for consumer in consumers:  # keep the feed's threads and publish() off them
+                stack.enter_context(self._locks.setdefault(consumer.name, threading.Lock()))
+            for consumer in consumers:
+                consumer.reset(rebuilding=True)
+                self._positions.pop(consumer.name, None)
+            for db, _ in by_db.values():
+                stack.enter_context(db.bulk())
+            stack.callback(_restore_indexes, consumers)  # also after a failure
+            while True:
+                notifications = self.recorder.select_notifications(
+                    start=position, limit=self.REBUILD_BATCH, inclusive_of_start=False
+                )
+                if not notifications:
+                    break
+                items: dict[str, list[FeedItem]] = {c.name: [] for c in consumers}
+                for n in notifications:
+                    wanted = interested.get(n.topic)
+                    if wanted is None:
+                        event_type = resolve_topic(n.topic)
+                        wanted = [c for c in consumers if c.interested_in(event_type)]
+                        interested[n.topic] = wanted
+                    if wanted:
+                        item = FeedItem(n.id, self.mapper.to_domain_event(n))
+                        for consumer in wanted:
+                            items[consumer.name].append(item)
+                position = notifications[-1].id
+                for db, group in by_db.values():
+                    with db.transaction() as tx:
+                        for consumer in group:
+                            consumer.apply(tx, items[consumer.name], position)
+                read += len(notifications)
+                for consumer in consumers:
+                    consumer.committed(position)
+                    self._positions[consumer.name] = position
+                    self.progress.advance(consumer.name, position)
+                if progress is not None:
+                    progress(position, read)
+        return read
 
     def catch_up(self, consumer: Consumer) -> int:
         """Process everything recorded so far, synchronously; returns the count read."""
@@ -491,6 +560,11 @@ class InProcessFeed:
             if done == 0:
                 wake.wait(self.poll_interval)
                 wake.clear()
+
+
+def _restore_indexes(consumers: Sequence[ProjectionConsumer]) -> None:
+    for consumer in consumers:
+        consumer.restore_indexes()
 
 
 def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.01) -> bool:

@@ -56,6 +56,10 @@ class Projection(ABC):
     name: ClassVar[str]
     ddl: ClassVar[Sequence[str]] = ()
     tables: ClassVar[Sequence[str]] = ()
+    # Secondary indexes that only queries read (no handler finds its rows through them):
+    # a rebuild drops them and builds each once at the end (a sort), instead of updating
+    # them row by row. An index a handler's WHERE uses must not be listed here.
+    query_indexes: ClassVar[Sequence[str]] = ()
     # Bump when the tables change shape: the runner then drops them and rebuilds the
     # read model from the log (read models are derived data, never migrated by hand).
     version: ClassVar[int] = 1
@@ -78,6 +82,11 @@ class Projection(ABC):
         """Delete every row, before a rebuild from the start of the log."""
         for table in self.tables:
             tx.execute(f"DELETE FROM {table}")
+
+    def drop_query_indexes(self, tx: Tx) -> None:
+        """Before a rebuild from an empty read model; :meth:`setup` makes them again."""
+        for index in self.query_indexes:
+            tx.execute(f"DROP INDEX IF EXISTS {index}")
 
     def drop(self, tx: Tx) -> None:
         for table in self.tables:

@@ -43,6 +43,8 @@ class CrmProjection(Projection):
     # 5: merged contacts (rm_crm_merged) and conversations moving between contacts
     version = 5
     tables = ("rm_crm_contacts", "rm_crm_search", "rm_crm_conversations", "rm_crm_merged")
+    # handlers use rm_crm_search_contact and rm_crm_conversations_contact
+    query_indexes = ("rm_crm_contacts_recent",)
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_crm_contacts ("
         " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, display_name TEXT,"
@@ -253,15 +255,10 @@ class CrmProjection(Projection):
         """A contact's conversation counts and first/last contact, from its conversation
         rows: the same whichever of the contact's and its conversations' events came first."""
         tx.execute(
-            "UPDATE rm_crm_contacts SET"
-            " total_conversations = (SELECT COUNT(*) FROM rm_crm_conversations c"
-            " WHERE c.contact_id = rm_crm_contacts.id),"
-            " open_conversations = (SELECT COUNT(*) FROM rm_crm_conversations c"
-            f" WHERE c.contact_id = rm_crm_contacts.id AND c.status IN {_OPEN_SQL}),"
-            " first_contact_at = (SELECT MIN(c.first_at) FROM rm_crm_conversations c"
-            " WHERE c.contact_id = rm_crm_contacts.id),"
-            " last_contact_at = (SELECT MAX(c.last_at) FROM rm_crm_conversations c"
-            " WHERE c.contact_id = rm_crm_contacts.id)"
+            "UPDATE rm_crm_contacts SET (total_conversations, open_conversations,"
+            " first_contact_at, last_contact_at) = (SELECT COUNT(*),"
+            f" COUNT(CASE WHEN c.status IN {_OPEN_SQL} THEN 1 END), MIN(c.first_at),"
+            " MAX(c.last_at) FROM rm_crm_conversations c WHERE c.contact_id = rm_crm_contacts.id)"
             " WHERE id = ?",
             (contact_id,),
         )
@@ -274,9 +271,19 @@ class CrmProjection(Projection):
         return None if row is None else (str(row[0]), str(row[1]))
 
     def _contacted(self, tx: Tx, conversation_id: str, at: int) -> None:
-        found = self._contact_of(tx, conversation_id)
-        if found is None:
-            return
+        """A message at ``at``: the conversation's first/last contact widen to include it,
+        and so do its contact's (the MIN/MAX of its conversations' that :meth:`_totals`
+        computes: widening one of them widens the MIN/MAX by the same), without reading
+        anything back: two statements, whichever row is missing."""
+        tx.execute(
+            "UPDATE rm_crm_contacts SET"
+            " first_contact_at = CASE WHEN first_contact_at IS NULL OR first_contact_at > ?"
+            " THEN ? ELSE first_contact_at END,"
+            " last_contact_at = CASE WHEN last_contact_at IS NULL OR last_contact_at < ?"
+            " THEN ? ELSE last_contact_at END"
+            " WHERE id = (SELECT contact_id FROM rm_crm_conversations WHERE id = ?)",
+            (at, at, at, at, conversation_id),
+        )
         tx.execute(
             "UPDATE rm_crm_conversations SET"
             " first_at = CASE WHEN first_at IS NULL OR first_at > ? THEN ? ELSE first_at END,"
@@ -284,7 +291,6 @@ class CrmProjection(Projection):
             " WHERE id = ?",
             (at, at, at, at, conversation_id),
         )
-        self._totals(tx, found[0])
 
     @handles(Conversation.MessageReceived)
     def _received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:

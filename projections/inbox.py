@@ -20,6 +20,12 @@ class InboxProjection(Projection):
     name = "inbox"
     version = 3
     tables = ("rm_conversations", "rm_messages", "rm_contacts")
+    query_indexes = (
+        "rm_conversations_queue",
+        "rm_conversations_recent",
+        "rm_conversations_status",
+        "rm_conversations_contact",
+    )
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_conversations ("
         " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, channel TEXT NOT NULL,"

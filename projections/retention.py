@@ -51,6 +51,8 @@ class RetentionLedgerProjection(Projection):
         "rm_retention_deletions",
         "rm_requests",
     )
+    # handlers use rm_retention_scopes_contact (a contact's conversation scopes)
+    query_indexes = ("rm_retention_scopes_due", "rm_retention_deletions_at", "rm_requests_due")
     ddl = (
         "CREATE TABLE IF NOT EXISTS rm_retention_scopes ("
         " scope_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, kind TEXT NOT NULL,"

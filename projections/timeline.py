@@ -15,6 +15,7 @@ class TimelineProjection(Projection):
     name = "timeline"
     version = 3
     tables = ("rm_timeline", "rm_timeline_conversations")
+    query_indexes = ("rm_timeline_contact",)  # handlers use rm_timeline_conversation
     ddl = (
         # content: sealed (message content or note/reply body); detail: non-personal JSON
         "CREATE TABLE IF NOT EXISTS rm_timeline ("

@@ -130,3 +130,14 @@ async def eventually(check: Any, seconds: float = 10) -> Any:
             if found:
                 return found
             await asyncio.sleep(0.05)
+
+
+def read_model_dump(rt: Runtime) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every projection's tables, in a stable order."""
+    dump: dict[str, list[tuple[Any, ...]]] = {}
+    with rt.readdb.read() as tx:
+        for consumer in rt.consumers:
+            for table in consumer.projection.tables:
+                tx.execute(f"SELECT * FROM {table}")
+                dump[table] = sorted(tx.fetchall(), key=repr)
+    return dump

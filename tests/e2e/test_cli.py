@@ -179,6 +179,22 @@ def test_projections_rebuild_prints_a_final_count_and_restores_the_rows(settings
             assert tx.fetchone() == (3,)
     finally:
         runtime.close()
+    together = run_cli("projections", "rebuild", "all", "--quiet", env=cli_env(settings))
+    assert together.returncode == 0, together.stderr
+    reports = [json.loads(line) for line in together.stdout.splitlines()]
+    assert {r["projection"] for r in reports} >= {"inbox", "crm", "timeline", "webhooks"}
+    assert all(r["events"] == latest for r in reports)
+    runtime = build(settings)
+    try:
+        names = [c.name for c in runtime.consumers]
+        assert [r["projection"] for r in reports] == names
+        with runtime.readdb.read() as tx:
+            tx.execute("SELECT COUNT(*) FROM rm_messages")
+            assert tx.fetchone() == (3,)
+            tx.execute("SELECT COUNT(*) FROM rm_crm_contacts")
+            assert tx.fetchone() == (3,)
+    finally:
+        runtime.close()
     unknown = run_cli("projections", "rebuild", "nope", env=cli_env(settings))
     assert unknown.returncode == 2
     assert "no projection" in unknown.stderr

@@ -19,6 +19,7 @@ from infra.config import Settings
 from infra.runtime import Runtime, build
 from projections import crm, metrics, queues, timeline
 from projections.base import loads, sealed_from_text
+from tests.helpers import read_model_dump
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)  # an interval boundary
 MICRO = 1_000_000
@@ -232,31 +233,34 @@ def test_timeline_lists_everything_for_the_contact_in_time_order(
     assert [r["id"] for r in page] == [rows[3]["id"], rows[4]["id"]]
 
 
-def _dump(rt: Runtime) -> dict[str, list[tuple[Any, ...]]]:
-    dump: dict[str, list[tuple[Any, ...]]] = {}
-    with rt.readdb.read() as tx:
-        for consumer in rt.consumers:
-            for table in consumer.projection.tables:
-                tx.execute(f"SELECT * FROM {table}")
-                dump[table] = sorted(tx.fetchall(), key=repr)
-    return dump
-
-
 def test_every_read_model_rebuilt_from_the_log_is_identical(
     scenario_runtime: Runtime, manual: ManualClock
 ) -> None:
     play(Scenario(scenario_runtime, manual))
-    before = _dump(scenario_runtime)
+    before = read_model_dump(scenario_runtime)
     assert all(before[t] for t in ("rm_crm_contacts", "rm_timeline", "rm_metric_intervals"))
     for consumer in scenario_runtime.consumers:
         scenario_runtime.feed.reset(consumer)
         assert all(
             not rows
-            for t, rows in _dump(scenario_runtime).items()
+            for t, rows in read_model_dump(scenario_runtime).items()
             if t in consumer.projection.tables
         )
         scenario_runtime.feed.catch_up(consumer)
-    assert _dump(scenario_runtime) == before
+    assert read_model_dump(scenario_runtime) == before
+
+
+def test_all_read_models_rebuilt_in_one_pass_are_identical(
+    scenario_runtime: Runtime, manual: ManualClock
+) -> None:
+    play(Scenario(scenario_runtime, manual))
+    before = read_model_dump(scenario_runtime)
+    with scenario_runtime.readdb.transaction() as tx:  # rows the rebuild must replace
+        tx.execute("UPDATE rm_crm_contacts SET total_conversations = 99, last_contact_at = 1")
+    latest = scenario_runtime.app.recorder.max_notification_id()
+    scenario_runtime.feed.REBUILD_BATCH = 7
+    assert scenario_runtime.feed.rebuild_together(scenario_runtime.consumers) == latest
+    assert read_model_dump(scenario_runtime) == before
 
 
 def test_a_changed_projection_version_rebuilds_it(settings: Settings) -> None:
