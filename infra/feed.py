@@ -149,20 +149,46 @@ class ProjectionConsumer:
             self._written[partition] = position
         return position
 
+    def needs_writing(
+        self, items: Sequence[FeedItem], last_position: int, partition: int = LOG_PARTITION
+    ) -> bool:
+        """False when the batch holds nothing for this projection and its durable position
+        is recent enough to stay where it is."""
+        written = self._written.get(partition)
+        return (
+            bool(items) or written is None or last_position - written >= self.IDLE_TRACKING_STRIDE
+        )
+
     def process(
         self, items: Sequence[FeedItem], last_position: int, partition: int = LOG_PARTITION
     ) -> None:
-        written = self._written.get(partition)
-        if (
-            not items
-            and written is not None
-            and last_position - written < self.IDLE_TRACKING_STRIDE
-        ):
+        if not self.needs_writing(items, last_position, partition):
             return
         with self.db.transaction() as tx:
             for item in items:
                 self.projection.apply(tx, item.event, item.position)
             write_tracking(tx, self.name, partition, last_position)
+        self._written[partition] = last_position
+
+    def apply_in(
+        self, tx: Tx, items: Sequence[FeedItem], last_position: int, stored: int | None
+    ) -> None:
+        """Apply ``items`` and move the log position to ``last_position`` in ``tx``, where
+        the position was read (and locked) as ``stored`` earlier in ``tx``."""
+        if stored is not None and stored >= last_position:
+            raise AlreadyProcessedError(f"{self.name} already processed position {last_position}")
+        for item in items:
+            self.projection.apply(tx, item.event, item.position)
+        if stored is None:
+            write_tracking(tx, self.name, LOG_PARTITION, last_position)
+        else:
+            tx.execute(
+                "UPDATE cc_tracking SET position = ? WHERE consumer = ? AND partition = ?",
+                (last_position, self.name, LOG_PARTITION),
+            )
+
+    def written(self, last_position: int, partition: int = LOG_PARTITION) -> None:
+        """Note a position committed by :func:`process_together`."""
         self._written[partition] = last_position
 
     def reset(self) -> None:
@@ -175,6 +201,49 @@ class ProjectionConsumer:
         tx.execute("DELETE FROM cc_tracking WHERE consumer = ?", (self.name,))
         tx.execute(OFFSETS_DDL)
         tx.execute("DELETE FROM cc_kafka_offsets WHERE consumer = ?", (self.name,))
+
+
+def process_together(
+    db: Database, batch: Sequence[tuple[ProjectionConsumer, Sequence[FeedItem]]], last_position: int
+) -> dict[str, Exception | None]:
+    """Apply one stretch of the log to several projections in one read-model transaction
+    (one commit, instead of one per projection: on PostgreSQL a round trip and a flush
+    each). Each projection's rows and position still commit together; each runs in a
+    savepoint of its own, so one that fails (or that another process has already moved
+    past ``last_position``) is undone alone while the others commit.
+
+    Returns, by projection name, None for the applied ones and the error of the others;
+    if the transaction itself fails, every one of them gets that error.
+    """
+    outcome: dict[str, Exception | None] = {}
+    names = sorted(consumer.name for consumer, _ in batch)
+    try:
+        with db.transaction() as tx:
+            # The positions of all of them in one read, their rows locked (PostgreSQL; a
+            # SQLite write transaction excludes other writers anyway) so that none can move
+            # before this commits: then no per-projection check of a row count is needed.
+            lock = " FOR UPDATE" if db.dialect == "postgres" else ""
+            tx.execute(
+                "SELECT consumer, position FROM cc_tracking WHERE partition = ?"
+                f" AND consumer IN ({', '.join('?' * len(names))}) ORDER BY consumer{lock}",
+                (LOG_PARTITION, *names),
+            )
+            stored = {str(name): int(position) for name, position in tx.fetchall()}
+            for consumer, items in batch:
+                name = consumer.name
+                try:
+                    with tx.savepoint():
+                        consumer.apply_in(tx, items, last_position, stored.get(name))
+                except Exception as error:
+                    outcome[name] = error
+                else:
+                    outcome[name] = None
+    except Exception as error:
+        return {consumer.name: error for consumer, _ in batch}
+    for consumer, _ in batch:
+        if outcome[consumer.name] is None:
+            consumer.written(last_position)
+    return outcome
 
 
 class PolicyConsumer:
@@ -299,6 +368,14 @@ class Progress:
         return True
 
 
+def _attempt(consumer: Consumer, items: Sequence[FeedItem], last: int) -> Exception | None:
+    try:
+        consumer.process(items, last)
+    except Exception as error:
+        return error
+    return None
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -307,13 +384,20 @@ def _resolve(future: asyncio.Future[None]) -> None:
 class InProcessFeed:
     """The embedded feed.
 
-    Events are fed to consumers as they are saved: the writer hands over what it just
-    recorded (:meth:`publish`), and when that continues a consumer's position exactly it
-    is applied at once, from memory. Anything else (events written by another process,
-    such as the CLI, or a consumer that fell behind after an error) is caught up by the
-    consumer's own thread, which reads the notification log from the durable position.
-    A lock per consumer keeps the two paths from interleaving.
+    Events are fed to consumers as they are saved: the writer (and every workflow's
+    application) hands over what it just recorded (:meth:`publish`), and it is applied at
+    once, from memory, to every consumer it continues; a consumer a little behind (another
+    thread's save committed just before, not yet published) first takes the events in
+    between from the log. Anything else (events written by another process, such as the
+    CLI, a consumer far behind, or one that failed) is caught up by the consumer's own
+    thread, which reads the notification log from the durable position. A lock per
+    consumer keeps the two paths from interleaving.
     """
+
+    # A consumer at most this many notifications short of fresh events reads them from the
+    # log and takes them with the fresh ones, so that when the save that published them
+    # returns the read models show it; further behind, its own thread catches up.
+    INLINE_GAP = 1_000
 
     def __init__(
         self,
@@ -366,38 +450,101 @@ class InProcessFeed:
         self._threads.clear()
 
     def publish(self, recorded: Sequence[tuple[int, Any]]) -> None:
-        """Apply events just recorded (in log order) to every consumer they continue."""
+        """Apply events just recorded (in log order) to every consumer they continue.
+
+        The projections among them that share a database take the events in one
+        transaction (:func:`process_together`). Their locks are all taken, in the feed's
+        order, before it begins, so two publishing threads cannot deadlock, nor can a
+        consumer's own thread (which holds one lock only).
+        """
         if not recorded:
             return
         first, last = recorded[0][0], recorded[-1][0]
-        for consumer in self._consumers:
-            name = consumer.name
-            if not consumer.inline:
-                self._wake[name].set()
-                continue
-            with self._locks[name]:
+        held: dict[str, int] = {}  # consumer → its position
+        try:
+            for consumer in self._consumers:
+                name = consumer.name
+                if not consumer.inline:
+                    self._wake[name].set()
+                    continue
+                self._locks[name].acquire()
                 try:
                     position = self._position(consumer)
-                    if position >= last:
-                        continue
-                    if position != first - 1:
-                        self._wake[name].set()  # a gap: the thread reads the log
-                        continue
-                    items = [FeedItem(p, e) for p, e in recorded if consumer.interested_in(type(e))]
-                    consumer.process(items, last)
-                except AlreadyProcessedError:
-                    # another process applied these first: re-read the position later
-                    self._positions.pop(name, None)
-                    self._wake[name].set()
+                except Exception as error:
+                    self._failed(name, error)
+                    self._locks[name].release()
                     continue
-                except Exception as error:  # the write is committed; the thread retries
-                    log.exception("consumer %s failed on fresh events", name)
-                    self.errors[name] = type(error).__name__
-                    self._positions.pop(name, None)
-                    self._wake[name].set()
-                    continue
-                self._positions[name] = last
+                if position >= last:
+                    self._locks[name].release()
+                elif first - 1 - position > self.INLINE_GAP:
+                    self._wake[name].set()  # far behind: the thread reads the log
+                    self._locks[name].release()
+                else:
+                    held[name] = position
+            applied = self._apply_fresh(held, recorded) if held else []
+        finally:
+            for name in held:
+                self._locks[name].release()
+        for name in applied:
             self.progress.advance(name, last)
+
+    def _apply_fresh(self, held: dict[str, int], recorded: Sequence[tuple[int, Any]]) -> list[str]:
+        """Apply ``recorded`` to the consumers ``held`` (by name, their locks held, with
+        their positions), after what the log holds between their positions and it (events
+        another thread recorded just before, and has not published yet); returns the names
+        of those applied."""
+        first, last = recorded[0][0], recorded[-1][0]
+        since = min(held.values())
+        before: list[tuple[int, Any]] = []
+        if since < first - 1:
+            before = [
+                (n.id, self.mapper.to_domain_event(n))
+                for n in self.recorder.select_notifications(
+                    start=since, limit=first - 1 - since, inclusive_of_start=False
+                )
+                if n.id < first
+            ]
+        consumers = [c for c in self._consumers if c.name in held]
+        outcome: dict[str, Exception | None] = {}
+        together: dict[int, list[tuple[ProjectionConsumer, list[FeedItem]]]] = {}
+        for consumer in consumers:
+            position = held[consumer.name]
+            items = [
+                FeedItem(p, e)
+                for p, e in [*before, *recorded]
+                if p > position and consumer.interested_in(type(e))
+            ]
+            if isinstance(consumer, ProjectionConsumer):
+                if consumer.needs_writing(items, last):
+                    together.setdefault(id(consumer.db), []).append((consumer, items))
+                else:
+                    outcome[consumer.name] = None
+                continue
+            outcome[consumer.name] = _attempt(consumer, items, last)
+        for batch in together.values():
+            if len(batch) == 1:  # no savepoint needed
+                consumer, items = batch[0]
+                outcome[consumer.name] = _attempt(consumer, items, last)
+            else:
+                outcome.update(process_together(batch[0][0].db, batch, last))
+        applied = []
+        for consumer in consumers:
+            failure = outcome[consumer.name]
+            if failure is None:
+                self._positions[consumer.name] = last
+                applied.append(consumer.name)
+            else:
+                self._failed(consumer.name, failure)
+        return applied
+
+    def _failed(self, name: str, error: Exception) -> None:
+        """A consumer could not take fresh events: the write is committed, so its thread
+        catches up from the log (from the durable position, read again)."""
+        if not isinstance(error, AlreadyProcessedError):  # another process applied them
+            log.error("consumer %s failed on fresh events", name, exc_info=error)
+            self.errors[name] = type(error).__name__
+        self._positions.pop(name, None)
+        self._wake[name].set()
 
     def _position(self, consumer: Consumer) -> int:
         position = self._positions.get(consumer.name)
