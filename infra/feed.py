@@ -80,6 +80,17 @@ def read_tracking(tx: Tx, consumer: str, partition: int) -> int | None:
     return None if row is None else int(row[0])
 
 
+def derived_only(tx: Tx) -> None:
+    """Mark a transaction that writes only read models (rows and their positions): on
+    PostgreSQL its commit does not wait for the flush to disk. Read models are derived
+    from the log; after a crash that loses the last such commits (never a part of one:
+    rows and position stay together) the feed applies those events again from the
+    position that did survive. (SQLite read models make the same trade with
+    ``synchronous=NORMAL``.) The event store's and the vault's commits stay synchronous."""
+    if tx.dialect == "postgres":
+        tx.execute("SET LOCAL synchronous_commit TO OFF")
+
+
 class AlreadyProcessedError(IntegrityError):
     """The consumer's durable position is already at or past this one (another process
     applied it): nothing was written, and the caller should re-read the position."""
@@ -165,6 +176,7 @@ class ProjectionConsumer:
         if not self.needs_writing(items, last_position, partition):
             return
         with self.db.transaction() as tx:
+            derived_only(tx)
             for item in items:
                 self.projection.apply(tx, item.event, item.position)
             write_tracking(tx, self.name, partition, last_position)
@@ -219,6 +231,7 @@ def process_together(
     names = sorted(consumer.name for consumer, _ in batch)
     try:
         with db.transaction() as tx:
+            derived_only(tx)
             # The positions of all of them in one read, their rows locked (PostgreSQL; a
             # SQLite write transaction excludes other writers anyway) so that none can move
             # before this commits: then no per-projection check of a row count is needed.

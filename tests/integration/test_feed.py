@@ -261,3 +261,34 @@ def test_publishing_fresh_events_takes_the_ones_just_before_them_from_the_log(
     with runtime.readdb.read() as tx:
         tx.execute("SELECT COUNT(*) FROM rm_messages WHERE tenant_id = ?", (str(tenant),))
         assert tx.fetchone() == (3,)
+
+
+class CommitModeProjection(Projection):
+    """Notes the commit mode its transaction runs with."""
+
+    name = "commit_mode"
+    seen: ClassVar[list[str]] = []
+
+    @handles(Conversation.MessageReceived)
+    def _note(self, tx: Tx, event: Any, position: int) -> None:
+        tx.execute("SHOW synchronous_commit")
+        row = tx.fetchone()
+        assert row is not None
+        CommitModeProjection.seen.append(str(row[0]))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_read_model_commits_do_not_wait_for_the_disk_but_other_commits_do(
+    runtime: Runtime,
+) -> None:
+    CommitModeProjection.seen = []
+    consumer = ProjectionConsumer(CommitModeProjection(), runtime.readdb)
+    consumer.setup()
+    tenant, _ = runtime.app.register_tenant("Acme")
+    receive_many(runtime, tenant, 2)
+    runtime.feed.catch_up(consumer)
+    assert CommitModeProjection.seen == ["off", "off"]
+    with runtime.readdb.transaction() as tx:  # the vault's, the audit log's
+        tx.execute("SHOW synchronous_commit")
+        assert tx.fetchone() == ("on",)
