@@ -252,6 +252,12 @@ class CrmProjection(Projection):
     def _totals(self, tx: Tx, contact_id: str) -> None:
         """A contact's conversation counts and first/last contact, from its conversation
         rows: the same whichever of the contact's and its conversations' events came first."""
+        self._totals_where(tx, "?", contact_id)
+
+    def _totals_where(self, tx: Tx, contact_sql: str, param: str) -> None:
+        """As :meth:`_totals`, for the contact that ``contact_sql`` (an expression with one
+        parameter) names: one statement with no result to wait for (on PostgreSQL no
+        round trip of its own)."""
         tx.execute(
             "UPDATE rm_crm_contacts SET"
             " total_conversations = (SELECT COUNT(*) FROM rm_crm_conversations c"
@@ -262,8 +268,8 @@ class CrmProjection(Projection):
             " WHERE c.contact_id = rm_crm_contacts.id),"
             " last_contact_at = (SELECT MAX(c.last_at) FROM rm_crm_conversations c"
             " WHERE c.contact_id = rm_crm_contacts.id)"
-            " WHERE id = ?",
-            (contact_id,),
+            f" WHERE id = {contact_sql}",
+            (param,),
         )
 
     def _contact_of(self, tx: Tx, conversation_id: str) -> tuple[str, str] | None:
@@ -274,9 +280,8 @@ class CrmProjection(Projection):
         return None if row is None else (str(row[0]), str(row[1]))
 
     def _contacted(self, tx: Tx, conversation_id: str, at: int) -> None:
-        found = self._contact_of(tx, conversation_id)
-        if found is None:
-            return
+        """A message in or out: the conversation's first/last times and its contact's
+        totals, without reading anything back (an unknown conversation changes nothing)."""
         tx.execute(
             "UPDATE rm_crm_conversations SET"
             " first_at = CASE WHEN first_at IS NULL OR first_at > ? THEN ? ELSE first_at END,"
@@ -284,7 +289,9 @@ class CrmProjection(Projection):
             " WHERE id = ?",
             (at, at, at, at, conversation_id),
         )
-        self._totals(tx, found[0])
+        self._totals_where(
+            tx, "(SELECT contact_id FROM rm_crm_conversations WHERE id = ?)", conversation_id
+        )
 
     @handles(Conversation.MessageReceived)
     def _received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
