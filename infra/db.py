@@ -57,19 +57,6 @@ class _SQLiteTx:
         row: tuple[Any, ...] | None = self._cur.fetchone()
         return row
 
-    @contextmanager
-    def savepoint(self) -> Iterator[None]:
-        """A part of the transaction that an exception undoes on its own (the rest of the
-        transaction stays and can still commit)."""
-        self._cur.execute("SAVEPOINT cc_part")
-        try:
-            yield
-        except BaseException:
-            self._cur.execute("ROLLBACK TO cc_part")
-            self._cur.execute("RELEASE cc_part")
-            raise
-        self._cur.execute("RELEASE cc_part")
-
     def fetchall(self) -> list[tuple[Any, ...]]:
         return list(self._cur.fetchall())
 
@@ -203,13 +190,6 @@ class _PgTx:
 
     def fetchall(self) -> list[tuple[Any, ...]]:
         return self._cur.fetchall()
-
-    @contextmanager
-    def savepoint(self) -> Iterator[None]:
-        """As :meth:`_SQLiteTx.savepoint` (psycopg's nested transaction: a savepoint, sent
-        in the pipeline like any other statement)."""
-        with self._conn.transaction():
-            yield
 
     @property
     def rowcount(self) -> int:

@@ -186,9 +186,7 @@ class ProjectionConsumer:
         self, tx: Tx, items: Sequence[FeedItem], last_position: int, stored: int | None
     ) -> None:
         """Apply ``items`` and move the log position to ``last_position`` in ``tx``, where
-        the position was read (and locked) as ``stored`` earlier in ``tx``."""
-        if stored is not None and stored >= last_position:
-            raise AlreadyProcessedError(f"{self.name} already processed position {last_position}")
+        the position was read (and locked) as ``stored``, below it, earlier in ``tx``."""
         for item in items:
             self.projection.apply(tx, item.event, item.position)
         if stored is None:
@@ -220,12 +218,12 @@ def process_together(
 ) -> dict[str, Exception | None]:
     """Apply one stretch of the log to several projections in one read-model transaction
     (one commit, instead of one per projection: on PostgreSQL a round trip and a flush
-    each). Each projection's rows and position still commit together; each runs in a
-    savepoint of its own, so one that fails (or that another process has already moved
-    past ``last_position``) is undone alone while the others commit.
+    each). Each projection's rows and position still commit together. A projection that
+    another process has already moved past ``last_position`` is left out; if any other
+    fails, the shared transaction is undone and each projection runs again in a
+    transaction of its own (the old way), so that one failure is the failing one's alone.
 
-    Returns, by projection name, None for the applied ones and the error of the others;
-    if the transaction itself fails, every one of them gets that error.
+    Returns, by projection name, None for the applied ones and the error of the others.
     """
     outcome: dict[str, Exception | None] = {}
     names = sorted(consumer.name for consumer, _ in batch)
@@ -244,15 +242,17 @@ def process_together(
             stored = {str(name): int(position) for name, position in tx.fetchall()}
             for consumer, items in batch:
                 name = consumer.name
-                try:
-                    with tx.savepoint():
-                        consumer.apply_in(tx, items, last_position, stored.get(name))
-                except Exception as error:
-                    outcome[name] = error
-                else:
-                    outcome[name] = None
-    except Exception as error:
-        return {consumer.name: error for consumer, _ in batch}
+                if stored.get(name, -1) >= last_position:
+                    outcome[name] = AlreadyProcessedError(
+                        f"{name} already processed position {last_position}"
+                    )
+                    continue
+                consumer.apply_in(tx, items, last_position, stored.get(name))
+                outcome[name] = None
+    except Exception:
+        return {
+            consumer.name: _attempt(consumer, items, last_position) for consumer, items in batch
+        }
     for consumer, _ in batch:
         if outcome[consumer.name] is None:
             consumer.written(last_position)
@@ -535,7 +535,7 @@ class InProcessFeed:
                 continue
             outcome[consumer.name] = _attempt(consumer, items, last)
         for batch in together.values():
-            if len(batch) == 1:  # no savepoint needed
+            if len(batch) == 1:  # nothing to share
                 consumer, items = batch[0]
                 outcome[consumer.name] = _attempt(consumer, items, last)
             else:
