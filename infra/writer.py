@@ -4,11 +4,13 @@ eventsourcing is synchronous and saving several aggregates in one transaction is
 makes ingest fast, so HTTP handlers hand commands to this thread and await the outcome.
 Commands arriving while a batch commits form the next batch (group commit).
 
-What a batch recorded is published (to the in-process projections) by a second thread,
-the publisher, which then answers the batch's callers: so a caller still hears back only
-once its events are committed *and* in the read models, as if the writer had published
-them itself, while the writer is already committing the next batch. The publisher works
-through at most ``max_ahead`` committed batches before the writer waits for it.
+What a batch recorded is published to the writer's listeners (the in-process
+projections) before the batch's callers hear back: an answer means the events are
+committed *and* in the read models. With ``max_ahead`` above 0 a second thread, the
+publisher, does that while the writer already commits the next batch (at most
+``max_ahead`` committed batches wait for it): worth it where a commit mostly waits
+(PostgreSQL: round trips and the server's flush), not where both threads would mostly
+compete for the interpreter (SQLite), so the runtime turns it on for PostgreSQL only.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class Writer:
         before_batch: Callable[[], None] | None = None,
         after_commit: Callable[[int], None] | None = None,
         listeners: Sequence[Callable[[Recorded], None]] = (),
-        max_ahead: int = 2,
+        max_ahead: int = 0,
     ) -> None:
         self.app = app
         self.max_batch = max_batch
@@ -55,7 +57,8 @@ class Writer:
         # Told of every save of the application, in order, after the previous batches':
         # the in-process feed, and whatever must run once the read models show a save.
         self.listeners = list(listeners)
-        self._committed: queue.Queue[_Committed | None] = queue.Queue(maxsize=max_ahead)
+        self.max_ahead = max_ahead
+        self._committed: queue.Queue[_Committed | None] = queue.Queue(maxsize=max(1, max_ahead))
         self._thread: threading.Thread | None = None
         self._publisher: threading.Thread | None = None
         self._recording: list[Recorded] | None = None  # the writer thread's, during a batch
@@ -63,10 +66,11 @@ class Writer:
         self.commands = 0
 
     def start(self) -> None:
-        self._publisher = threading.Thread(
-            target=self._run_publisher, name="publisher", daemon=True
-        )
-        self._publisher.start()
+        if self.max_ahead > 0:
+            self._publisher = threading.Thread(
+                target=self._run_publisher, name="publisher", daemon=True
+            )
+            self._publisher.start()
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._thread.start()
 
@@ -145,7 +149,11 @@ class Writer:
         positions = [o.position for o in outcomes if o.position is not None]
         if positions and self._after_commit is not None:
             self._after_commit(max(positions))
-        self._committed.put((batch, outcomes, recorded))
+        if self._publisher is None:
+            self._publish(recorded)
+            _answer(batch, outcomes)
+        else:
+            self._committed.put((batch, outcomes, recorded))
 
     def _run_publisher(self) -> None:
         while True:
@@ -153,13 +161,16 @@ class Writer:
             if committed is None:
                 return
             batch, outcomes, recorded = committed
-            for saved in recorded:
-                for listener in self.listeners:
-                    try:
-                        listener(saved)
-                    except Exception:  # committed: the feed's own threads catch up
-                        log.exception("publishing a write batch failed")
+            self._publish(recorded)
             _answer(batch, outcomes)
+
+    def _publish(self, recorded: list[Recorded]) -> None:
+        for saved in recorded:
+            for listener in self.listeners:
+                try:
+                    listener(saved)
+                except Exception:  # committed: the feed's own threads catch up
+                    log.exception("publishing a write batch failed")
 
 
 def _answer(batch: list[_Item], outcomes: list[Outcome]) -> None:
