@@ -1,6 +1,5 @@
 """The writer: batches commit in the writer thread, and their callers hear back only once
-the writer's listeners (the in-process feed) have been told: by the writer itself on
-SQLite, by the publisher thread (while the writer commits on) on PostgreSQL."""
+the writer's listeners (the in-process feed) have been told."""
 
 from __future__ import annotations
 
@@ -53,8 +52,7 @@ async def test_callers_hear_back_after_the_listeners_saw_their_batch(runtime: Ru
     seen = {position for position, _ in told}
     assert set(positions) <= seen
     assert [position for position, _ in told] == sorted(seen)  # in log order
-    publishing = "publisher" if runtime.settings.database_url else "writer"
-    assert {thread for _, thread in told} == {publishing}
+    assert {thread for _, thread in told} == {"writer"}
     # the read models show every answered write
     latest = max(p for p in positions if p is not None)
     assert runtime.feed.progress.get("inbox") >= latest
