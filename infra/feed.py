@@ -80,6 +80,17 @@ def read_tracking(tx: Tx, consumer: str, partition: int) -> int | None:
     return None if row is None else int(row[0])
 
 
+def derived_only(tx: Tx) -> None:
+    """Mark a transaction that writes only read models (rows and their positions): on
+    PostgreSQL its commit does not wait for the flush to disk. Read models are derived
+    from the log; after a crash that loses the last such commits (never a part of one:
+    rows and position stay together) the feed applies those events again from the
+    position that did survive. (SQLite read models make the same trade with
+    ``synchronous=NORMAL``.) The event store's and the vault's commits stay synchronous."""
+    if tx.dialect == "postgres":
+        tx.execute("SET LOCAL synchronous_commit TO OFF")
+
+
 class AlreadyProcessedError(IntegrityError):
     """The consumer's durable position is already at or past this one (another process
     applied it): nothing was written, and the caller should re-read the position."""
@@ -149,17 +160,23 @@ class ProjectionConsumer:
             self._written[partition] = position
         return position
 
+    def needs_writing(
+        self, items: Sequence[FeedItem], last_position: int, partition: int = LOG_PARTITION
+    ) -> bool:
+        """False when the batch holds nothing for this projection and its durable position
+        is recent enough to stay where it is."""
+        written = self._written.get(partition)
+        return (
+            bool(items) or written is None or last_position - written >= self.IDLE_TRACKING_STRIDE
+        )
+
     def process(
         self, items: Sequence[FeedItem], last_position: int, partition: int = LOG_PARTITION
     ) -> None:
-        written = self._written.get(partition)
-        if (
-            not items
-            and written is not None
-            and last_position - written < self.IDLE_TRACKING_STRIDE
-        ):
+        if not self.needs_writing(items, last_position, partition):
             return
         with self.db.transaction() as tx:
+            derived_only(tx)
             self.apply(tx, items, last_position, partition)
         self.committed(last_position, partition)
 
@@ -171,8 +188,24 @@ class ProjectionConsumer:
             self.projection.apply(tx, item.event, item.position)
         write_tracking(tx, self.name, partition, last_position)
 
+    def apply_in(
+        self, tx: Tx, items: Sequence[FeedItem], last_position: int, stored: int | None
+    ) -> None:
+        """Apply ``items`` and move the log position to ``last_position`` in ``tx``, where
+        the position was read (and locked) as ``stored``, below it, earlier in ``tx``."""
+        if stored is None:
+            self.apply(tx, items, last_position)
+            return
+        for item in items:
+            self.projection.apply(tx, item.event, item.position)
+        tx.execute(
+            "UPDATE cc_tracking SET position = ? WHERE consumer = ? AND partition = ?",
+            (last_position, self.name, LOG_PARTITION),
+        )
+
     def committed(self, position: int, partition: int = LOG_PARTITION) -> None:
-        """The transaction of :meth:`apply` up to ``position`` committed."""
+        """The transaction that applied events up to ``position`` committed (this
+        consumer's own, or a shared one: :func:`process_together`, a rebuild)."""
         self._written[partition] = position
 
     def reset(self, *, rebuilding: bool = False) -> None:
@@ -193,6 +226,52 @@ class ProjectionConsumer:
         tx.execute("DELETE FROM cc_tracking WHERE consumer = ?", (self.name,))
         tx.execute(OFFSETS_DDL)
         tx.execute("DELETE FROM cc_kafka_offsets WHERE consumer = ?", (self.name,))
+
+
+def process_together(
+    db: Database, batch: Sequence[tuple[ProjectionConsumer, Sequence[FeedItem]]], last_position: int
+) -> dict[str, Exception | None]:
+    """Apply one stretch of the log to several projections in one read-model transaction
+    (one commit, instead of one per projection: on PostgreSQL a round trip and a flush
+    each). Each projection's rows and position still commit together. A projection that
+    another process has already moved past ``last_position`` is left out; if any other
+    fails, the shared transaction is undone and each projection runs again in a
+    transaction of its own (the old way), so that one failure is the failing one's alone.
+
+    Returns, by projection name, None for the applied ones and the error of the others.
+    """
+    outcome: dict[str, Exception | None] = {}
+    names = sorted(consumer.name for consumer, _ in batch)
+    try:
+        with db.transaction() as tx:
+            derived_only(tx)
+            # The positions of all of them in one read, their rows locked (PostgreSQL; a
+            # SQLite write transaction excludes other writers anyway) so that none can move
+            # before this commits: then no per-projection check of a row count is needed.
+            lock = " FOR UPDATE" if db.dialect == "postgres" else ""
+            tx.execute(
+                "SELECT consumer, position FROM cc_tracking WHERE partition = ?"
+                f" AND consumer IN ({', '.join('?' * len(names))}) ORDER BY consumer{lock}",
+                (LOG_PARTITION, *names),
+            )
+            stored = {str(name): int(position) for name, position in tx.fetchall()}
+            for consumer, items in batch:
+                name = consumer.name
+                if stored.get(name, -1) >= last_position:
+                    outcome[name] = AlreadyProcessedError(
+                        f"{name} already processed position {last_position}"
+                    )
+                    continue
+                consumer.apply_in(tx, items, last_position, stored.get(name))
+                outcome[name] = None
+    except Exception:
+        return {
+            consumer.name: _attempt(consumer, items, last_position) for consumer, items in batch
+        }
+    for consumer, _ in batch:
+        if outcome[consumer.name] is None:
+            consumer.committed(last_position)
+    return outcome
 
 
 class PolicyConsumer:
@@ -317,6 +396,14 @@ class Progress:
         return True
 
 
+def _attempt(consumer: Consumer, items: Sequence[FeedItem], last: int) -> Exception | None:
+    try:
+        consumer.process(items, last)
+    except Exception as error:
+        return error
+    return None
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -325,13 +412,20 @@ def _resolve(future: asyncio.Future[None]) -> None:
 class InProcessFeed:
     """The embedded feed.
 
-    Events are fed to consumers as they are saved: the writer hands over what it just
-    recorded (:meth:`publish`), and when that continues a consumer's position exactly it
-    is applied at once, from memory. Anything else (events written by another process,
-    such as the CLI, or a consumer that fell behind after an error) is caught up by the
-    consumer's own thread, which reads the notification log from the durable position.
-    A lock per consumer keeps the two paths from interleaving.
+    Events are fed to consumers as they are saved: the writer (and every workflow's
+    application) hands over what it just recorded (:meth:`publish`), and it is applied at
+    once, from memory, to every consumer it continues; a consumer a little behind (another
+    thread's save committed just before, not yet published) first takes the events in
+    between from the log. Anything else (events written by another process, such as the
+    CLI, a consumer far behind, or one that failed) is caught up by the consumer's own
+    thread, which reads the notification log from the durable position. A lock per
+    consumer keeps the two paths from interleaving.
     """
+
+    # A consumer at most this many notifications short of fresh events reads them from the
+    # log and takes them with the fresh ones, so that when the save that published them
+    # returns the read models show it; further behind, its own thread catches up.
+    INLINE_GAP = 1_000
 
     def __init__(
         self,
@@ -388,38 +482,101 @@ class InProcessFeed:
         self._threads.clear()
 
     def publish(self, recorded: Sequence[tuple[int, Any]]) -> None:
-        """Apply events just recorded (in log order) to every consumer they continue."""
+        """Apply events just recorded (in log order) to every consumer they continue.
+
+        The projections among them that share a database take the events in one
+        transaction (:func:`process_together`). Their locks are all taken, in the feed's
+        order, before it begins, so two publishing threads cannot deadlock, nor can a
+        consumer's own thread (which holds one lock only).
+        """
         if not recorded:
             return
         first, last = recorded[0][0], recorded[-1][0]
-        for consumer in self._consumers:
-            name = consumer.name
-            if not consumer.inline:
-                self._wake[name].set()
-                continue
-            with self._locks[name]:
+        held: dict[str, int] = {}  # consumer → its position
+        try:
+            for consumer in self._consumers:
+                name = consumer.name
+                if not consumer.inline:
+                    self._wake[name].set()
+                    continue
+                self._locks[name].acquire()
                 try:
                     position = self._position(consumer)
-                    if position >= last:
-                        continue
-                    if position != first - 1:
-                        self._wake[name].set()  # a gap: the thread reads the log
-                        continue
-                    items = [FeedItem(p, e) for p, e in recorded if consumer.interested_in(type(e))]
-                    consumer.process(items, last)
-                except AlreadyProcessedError:
-                    # another process applied these first: re-read the position later
-                    self._positions.pop(name, None)
-                    self._wake[name].set()
+                except Exception as error:
+                    self._failed(name, error)
+                    self._locks[name].release()
                     continue
-                except Exception as error:  # the write is committed; the thread retries
-                    log.exception("consumer %s failed on fresh events", name)
-                    self.errors[name] = type(error).__name__
-                    self._positions.pop(name, None)
-                    self._wake[name].set()
-                    continue
-                self._positions[name] = last
+                if position >= last:
+                    self._locks[name].release()
+                elif first - 1 - position > self.INLINE_GAP:
+                    self._wake[name].set()  # far behind: the thread reads the log
+                    self._locks[name].release()
+                else:
+                    held[name] = position
+            applied = self._apply_fresh(held, recorded) if held else []
+        finally:
+            for name in held:
+                self._locks[name].release()
+        for name in applied:
             self.progress.advance(name, last)
+
+    def _apply_fresh(self, held: dict[str, int], recorded: Sequence[tuple[int, Any]]) -> list[str]:
+        """Apply ``recorded`` to the consumers ``held`` (by name, their locks held, with
+        their positions), after what the log holds between their positions and it (events
+        another thread recorded just before, and has not published yet); returns the names
+        of those applied."""
+        first, last = recorded[0][0], recorded[-1][0]
+        since = min(held.values())
+        before: list[tuple[int, Any]] = []
+        if since < first - 1:
+            before = [
+                (n.id, self.mapper.to_domain_event(n))
+                for n in self.recorder.select_notifications(
+                    start=since, limit=first - 1 - since, inclusive_of_start=False
+                )
+                if n.id < first
+            ]
+        consumers = [c for c in self._consumers if c.name in held]
+        outcome: dict[str, Exception | None] = {}
+        together: dict[int, list[tuple[ProjectionConsumer, list[FeedItem]]]] = {}
+        for consumer in consumers:
+            position = held[consumer.name]
+            items = [
+                FeedItem(p, e)
+                for p, e in [*before, *recorded]
+                if p > position and consumer.interested_in(type(e))
+            ]
+            if isinstance(consumer, ProjectionConsumer):
+                if consumer.needs_writing(items, last):
+                    together.setdefault(id(consumer.db), []).append((consumer, items))
+                else:
+                    outcome[consumer.name] = None
+                continue
+            outcome[consumer.name] = _attempt(consumer, items, last)
+        for batch in together.values():
+            if len(batch) == 1:  # nothing to share
+                consumer, items = batch[0]
+                outcome[consumer.name] = _attempt(consumer, items, last)
+            else:
+                outcome.update(process_together(batch[0][0].db, batch, last))
+        applied = []
+        for consumer in consumers:
+            failure = outcome[consumer.name]
+            if failure is None:
+                self._positions[consumer.name] = last
+                applied.append(consumer.name)
+            else:
+                self._failed(consumer.name, failure)
+        return applied
+
+    def _failed(self, name: str, error: Exception) -> None:
+        """A consumer could not take fresh events: the write is committed, so its thread
+        catches up from the log (from the durable position, read again)."""
+        if not isinstance(error, AlreadyProcessedError):  # another process applied them
+            log.error("consumer %s failed on fresh events", name, exc_info=error)
+            self.errors[name] = type(error).__name__
+        self._positions.pop(name, None)
+        self._wake[name].set()
 
     def _position(self, consumer: Consumer) -> int:
         position = self._positions.get(consumer.name)
@@ -486,6 +643,7 @@ class InProcessFeed:
                 position = notifications[-1].id
                 for db, group in by_db.values():
                     with db.transaction() as tx:
+                        derived_only(tx)
                         for consumer in group:
                             consumer.apply(tx, items[consumer.name], position)
                 read += len(notifications)

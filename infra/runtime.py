@@ -369,13 +369,17 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             feed.publish(recorded)  # the log-order projections, run here
 
         saved[0] = record
-    app.listeners.append(lambda recorded: saved[0](recorded))
     writer = Writer(
         app,
         max_batch=settings.writer_batch,
         max_queue=settings.writer_queue,
         before_batch=vault.refresh if settings.is_scaled else None,
+        listeners=[lambda recorded: saved[0](recorded)],
+        # the writer publishes each batch itself: a publisher thread measured slower on
+        # both stores (two threads contending for the interpreter; smaller batches)
+        max_ahead=0,
     )
+    app.listeners.append(writer.recorded)
     audit = AuditLog(audit_db)
     audit.create_tables()
     privacy = PrivacyService(make_app(), vault, readdb.read, usage=[audit])

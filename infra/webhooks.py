@@ -86,7 +86,7 @@ def install_webhooks(runtime: Runtime) -> WebhookServices:
         if runtime.tickers is not None:
             runtime.tickers.wake(WebhookDispatcher.name)
 
-    runtime.app.listeners.append(wake)
+    runtime.writer.listeners.append(wake)
     return WebhookServices(
         policy=policy, dispatcher=dispatcher, requests_due=requests_due, leader=advisory
     )

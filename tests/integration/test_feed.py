@@ -12,7 +12,14 @@ from eventsourcing.persistence import IntegrityError
 from contact_centre.conversations import Conversation
 from contact_centre.interaction import Channel, Direction, Identity, IdentityKind, Interaction
 from infra.config import Settings
-from infra.feed import ProjectionConsumer, write_tracking
+from infra.feed import (
+    LOG_PARTITION,
+    AlreadyProcessedError,
+    FeedItem,
+    ProjectionConsumer,
+    process_together,
+    write_tracking,
+)
 from infra.runtime import Runtime, build
 from projections import inbox
 from projections.base import Projection, Tx, handles
@@ -176,3 +183,117 @@ async def test_the_running_feed_picks_up_writes_by_another_process(
         assert await runtime.feed.progress.wait("directory", latest, timeout=5)
     finally:
         other.close()
+
+
+class FailingProjection(Projection):
+    """Writes a row for every message, then fails: its part of a shared transaction must
+    be undone alone."""
+
+    name = "failing"
+    tables = ("rm_test_failing",)
+    ddl = ("CREATE TABLE IF NOT EXISTS rm_test_failing (id TEXT PRIMARY KEY)",)
+
+    @handles(Conversation.MessageReceived)
+    def _fail(self, tx: Tx, event: Any, position: int) -> None:
+        tx.execute("INSERT INTO rm_test_failing (id) VALUES (?)", (str(event.message_id),))
+        raise RuntimeError("simulated bug")
+
+
+def _recorded(runtime: Runtime, since: int) -> list[tuple[int, Any]]:
+    return [
+        (n.id, runtime.app.mapper.to_domain_event(n))
+        for n in runtime.app.recorder.select_notifications(
+            start=since, limit=1000, inclusive_of_start=False
+        )
+    ]
+
+
+def test_projections_sharing_a_transaction_commit_apart_from_one_that_fails(
+    runtime: Runtime, counting: ProjectionConsumer
+) -> None:
+    failing = ProjectionConsumer(FailingProjection(), runtime.readdb)
+    failing.setup()
+    tenant, _ = runtime.app.register_tenant("Acme")
+    start = runtime.app.recorder.max_notification_id() or 0
+    for consumer in (counting, failing):
+        with runtime.readdb.transaction() as tx:
+            write_tracking(tx, consumer.name, LOG_PARTITION, start)
+    receive_many(runtime, tenant, 3)
+    recorded = _recorded(runtime, start)
+    last = recorded[-1][0]
+    batch = [
+        (consumer, [FeedItem(p, e) for p, e in recorded if consumer.interested_in(type(e))])
+        for consumer in (counting, failing)
+    ]
+    outcome = process_together(runtime.readdb, batch, last)
+    assert outcome["counting"] is None
+    assert isinstance(outcome["failing"], RuntimeError)
+    assert count(runtime) == 3
+    assert counting.position() == last
+    assert failing.position() == start  # neither its rows nor its position
+    with runtime.readdb.read() as tx:
+        tx.execute("SELECT COUNT(*) FROM rm_test_failing")
+        assert tx.fetchone() == (0,)
+    # the same stretch again: already applied, so refused and nothing counted twice
+    again = process_together(runtime.readdb, batch[:1], last)
+    assert isinstance(again["counting"], AlreadyProcessedError)
+    assert count(runtime) == 3
+
+
+def test_publishing_fresh_events_takes_the_ones_just_before_them_from_the_log(
+    runtime: Runtime,
+) -> None:
+    """Events another thread committed just before (and has not published yet) are
+    applied with the fresh ones, in order: the save that publishes is shown at once."""
+    tenant, _ = runtime.app.register_tenant("Acme")
+    runtime.catch_up(workflows=False)
+    inbox_position = runtime.feed.progress.get("inbox")
+    writer = runtime.writer
+    writer.listeners.clear()  # saves now reach the feed only when told below
+    receive_many(runtime, tenant, 2)
+    unpublished = _recorded(runtime, inbox_position)
+    writer.listeners.append(runtime.feed.publish)
+    receive_many(runtime, tenant, 1)
+    latest = runtime.app.recorder.max_notification_id()
+    assert latest is not None
+    assert latest > unpublished[-1][0]
+    assert runtime.feed.progress.get("inbox") == latest
+    with runtime.readdb.read() as tx:
+        tx.execute("SELECT COUNT(*) FROM rm_messages WHERE tenant_id = ?", (str(tenant),))
+        assert tx.fetchone() == (3,)
+
+
+class CommitModeProjection(Projection):
+    """Notes the commit mode its transaction runs with."""
+
+    name = "commit_mode"
+    seen: ClassVar[list[str]] = []
+
+    @handles(Conversation.MessageReceived)
+    def _note(self, tx: Tx, event: Any, position: int) -> None:
+        CommitModeProjection.seen.append(_commit_mode(tx))
+
+
+def _commit_mode(tx: Tx) -> str:
+    """The transaction's synchronous_commit and where it comes from ("session": set by
+    the transaction itself, whatever the server's configuration)."""
+    tx.execute("SELECT setting, source FROM pg_settings WHERE name = 'synchronous_commit'")
+    row = tx.fetchone()
+    assert row is not None
+    return f"{row[0]} ({row[1]})"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_read_model_commits_do_not_wait_for_the_disk_but_other_commits_do(
+    runtime: Runtime,
+) -> None:
+    CommitModeProjection.seen = []
+    consumer = ProjectionConsumer(CommitModeProjection(), runtime.readdb)
+    consumer.setup()
+    tenant, _ = runtime.app.register_tenant("Acme")
+    receive_many(runtime, tenant, 2)
+    runtime.feed.catch_up(consumer)
+    assert CommitModeProjection.seen == ["off (session)", "off (session)"]
+    with runtime.readdb.transaction() as tx:  # the vault's, the audit log's: as configured
+        assert not _commit_mode(tx).endswith("(session)")
