@@ -375,9 +375,6 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         max_queue=settings.writer_queue,
         before_batch=vault.refresh if settings.is_scaled else None,
         listeners=[lambda recorded: saved[0](recorded)],
-        # the writer publishes each batch itself: a publisher thread measured slower on
-        # both stores (two threads contending for the interpreter; smaller batches)
-        max_ahead=0,
     )
     app.listeners.append(writer.recorded)
     audit = AuditLog(audit_db)

@@ -6,11 +6,9 @@ Commands arriving while a batch commits form the next batch (group commit).
 
 What a batch recorded is published to the writer's listeners (the in-process
 projections) before the batch's callers hear back: an answer means the events are
-committed *and* in the read models. With ``max_ahead`` above 0 a second thread, the
-publisher, does that while the writer already commits the next batch (at most
-``max_ahead`` committed batches wait for it). Measured (ingest benchmark, in-process runs) on two
-cores, the two threads mostly competed for the interpreter and batches got smaller, on
-SQLite and on PostgreSQL alike, so the runtime leaves it off (``max_ahead=0``).
+committed *and* in the read models. (A second thread publishing one batch while the
+writer committed the next was measured slower on two cores, on SQLite and PostgreSQL
+alike: the two threads competed for the interpreter and batches got smaller.)
 """
 
 from __future__ import annotations
@@ -33,8 +31,6 @@ class OverloadedError(Exception):
 
 _Item = tuple[Callable[[UnitOfWork], Any], asyncio.Future[Outcome], asyncio.AbstractEventLoop]
 Recorded = Sequence[tuple[int, Any]]
-# A committed batch for the publisher: its callers, their outcomes, what it recorded.
-_Committed = tuple[list[_Item], list[Outcome], list[Recorded]]
 
 
 class Writer:
@@ -47,7 +43,6 @@ class Writer:
         before_batch: Callable[[], None] | None = None,
         after_commit: Callable[[int], None] | None = None,
         listeners: Sequence[Callable[[Recorded], None]] = (),
-        max_ahead: int = 0,
     ) -> None:
         self.app = app
         self.max_batch = max_batch
@@ -57,20 +52,12 @@ class Writer:
         # Told of every save of the application, in order, after the previous batches':
         # the in-process feed, and whatever must run once the read models show a save.
         self.listeners = list(listeners)
-        self.max_ahead = max_ahead
-        self._committed: queue.Queue[_Committed | None] = queue.Queue(maxsize=max(1, max_ahead))
         self._thread: threading.Thread | None = None
-        self._publisher: threading.Thread | None = None
         self._recording: list[Recorded] | None = None  # the writer thread's, during a batch
         self.batches = 0
         self.commands = 0
 
     def start(self) -> None:
-        if self.max_ahead > 0:
-            self._publisher = threading.Thread(
-                target=self._run_publisher, name="publisher", daemon=True
-            )
-            self._publisher.start()
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._thread.start()
 
@@ -79,14 +66,10 @@ class Writer:
             self._queue.put(None)
             self._thread.join(timeout=30)
             self._thread = None
-        if self._publisher is not None:
-            self._committed.put(None)  # after every batch the writer handed over
-            self._publisher.join(timeout=30)
-            self._publisher = None
 
     def recorded(self, recorded: Recorded) -> None:
         """The application's listener: what the writer's batches record goes to the
-        writer's :attr:`listeners` from the publisher thread, after the batch; saves made
+        writer's :attr:`listeners` after the batch, before its callers hear back; saves made
         outside the writer (a CLI command, a test) go to them at once, in the saving
         thread."""
         collecting = self._recording
@@ -149,20 +132,8 @@ class Writer:
         positions = [o.position for o in outcomes if o.position is not None]
         if positions and self._after_commit is not None:
             self._after_commit(max(positions))
-        if self._publisher is None:
-            self._publish(recorded)
-            _answer(batch, outcomes)
-        else:
-            self._committed.put((batch, outcomes, recorded))
-
-    def _run_publisher(self) -> None:
-        while True:
-            committed = self._committed.get()
-            if committed is None:
-                return
-            batch, outcomes, recorded = committed
-            self._publish(recorded)
-            _answer(batch, outcomes)
+        self._publish(recorded)
+        _answer(batch, outcomes)
 
     def _publish(self, recorded: list[Recorded]) -> None:
         for saved in recorded:
