@@ -68,6 +68,8 @@ class CrmProjection(Projection):
         # contacts merged into another: where to find them now
         "CREATE TABLE IF NOT EXISTS rm_crm_merged ("
         " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, merged_into TEXT NOT NULL)",
+        # a merge repoints the contacts merged into the one it merges away
+        "CREATE INDEX IF NOT EXISTS rm_crm_merged_into ON rm_crm_merged (merged_into)",
     )
 
     def __init__(self, sealer: Sealer) -> None:

@@ -22,7 +22,11 @@ class DeliveriesProjection(Projection):
         " updated_at BIGINT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS rm_deliveries_due ON rm_deliveries (status, due_at)",
         "CREATE INDEX IF NOT EXISTS rm_deliveries_conversation ON rm_deliveries (conversation_id)",
+        # A conversation's page shows each reply's delivery: found by message, not by
+        # reading every delivery of every tenant.
+        "CREATE INDEX IF NOT EXISTS rm_deliveries_message ON rm_deliveries (message_id)",
     )
+    query_indexes = ("rm_deliveries_message",)
 
     @handles(Delivery.Requested)
     def _requested(self, tx: Tx, e: Delivery.Requested, position: int) -> None:

@@ -43,7 +43,7 @@ class RetentionLedgerProjection(Projection):
     arrives, and an inactivity notice stands only while no activity is later than it."""
 
     name = "retention"
-    version = 2
+    version = 3
     tables = (
         "rm_retention_scopes",
         "rm_retention_holds",
@@ -61,8 +61,11 @@ class RetentionLedgerProjection(Projection):
         " notice_delete_after BIGINT, erased_at BIGINT, noticed_at BIGINT)",
         "CREATE INDEX IF NOT EXISTS rm_retention_scopes_due"
         " ON rm_retention_scopes (tenant_id, category, status, anchor_at)",
+        # (contact, kind, anchor): a contact's conversation scopes, and the latest of their
+        # anchors read from the index alone: every conversation event asks for it, and a
+        # contact with many conversations would otherwise read each of their rows.
         "CREATE INDEX IF NOT EXISTS rm_retention_scopes_contact"
-        " ON rm_retention_scopes (contact_id)",
+        " ON rm_retention_scopes (contact_id, kind, anchor_at)",
         "CREATE TABLE IF NOT EXISTS rm_retention_holds ("
         " hold_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, target_kind TEXT NOT NULL,"
         " target_id TEXT NOT NULL, placed_by TEXT NOT NULL, placed_at BIGINT NOT NULL,"
@@ -312,9 +315,10 @@ class RetentionLedgerProjection(Projection):
         """The conversation's scopes now belong to the survivor of a merge: its holds and
         its erasure cover them."""
         conversation = str(e.originator_id)
+        # By key: no index leads from a conversation to its scopes' rows otherwise.
         tx.execute(
-            "UPDATE rm_retention_scopes SET contact_id = ? WHERE conversation_id = ?",
-            (str(e.contact_id), conversation),
+            "UPDATE rm_retention_scopes SET contact_id = ? WHERE scope_id IN (?, ?)",
+            (str(e.contact_id), f"conversation:{conversation}", f"visitor-network:{conversation}"),
         )
 
     @handles(Conversation.MessageReceived)

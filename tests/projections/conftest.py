@@ -40,6 +40,13 @@ def recorded(tmp_path: Path) -> Iterator[Runtime]:
                         uow, t, c, "request:erasure"
                     )
                 )
+            # a merge moves a contact's conversations (and their scopes) to the survivor
+            survivor, merged = contacts[6], contacts[7]
+            app.run(
+                lambda uow, s=survivor, m=merged, t=state.tenant_id: app.merge_contacts_in(
+                    uow, t, s, m
+                )
+            )
         # answers from a queue, some before and some after its threshold changed, so the
         # service level depends on queue events that Kafka may deliver after the answers
         for state in scenario.tenants:
