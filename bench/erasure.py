@@ -356,6 +356,31 @@ def _warm_up(rt: Runtime, tenant: UUID) -> None:
         rt.privacy.erase_contact(tenant, contact_id, "request:erasure")
 
 
+CACHE_MODES = ("as-found", "in-memory", "cold")
+
+
+def _page_cache(directory: Path, mode: str) -> None:
+    """Put a SQLite store's files in the state ``mode`` names: ``in-memory`` reads each
+    file once, so the OS page cache holds it (a server whose memory holds its store);
+    ``cold`` writes dirty pages out and asks the OS to drop the files' cached pages, so
+    what the erasure reads comes from storage. ``as-found`` leaves them alone (this
+    machine's VM hands idle page cache back to its host within about a minute)."""
+    if mode == "as-found":
+        return
+    if mode == "cold":
+        os.sync()
+    for path in sorted(p for p in directory.iterdir() if p.is_file()):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if mode == "cold":
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            else:
+                while os.read(fd, 1 << 24):
+                    pass
+        finally:
+            os.close(fd)
+
+
 def measure(
     name: str,
     size: int,
@@ -365,6 +390,7 @@ def measure(
     data_dir: Path | None = None,
     reuse: bool = False,
     batch: int = BATCH,
+    cache: str = "as-found",
 ) -> dict[str, float]:
     with prepared(
         name, size, subjects, conversations, data_dir=data_dir, reuse=reuse, batch=batch
@@ -386,14 +412,20 @@ def measure(
             print(f"  caught up in {time.perf_counter() - t:,.1f} s")
             background.start()
             _warm_up(rt, tenant)
+            on_sqlite = store.settings.database_url is None
+            if on_sqlite and cache == "in-memory":
+                _page_cache(store.settings.data_dir, cache)
             timings = []
             for contact_id in ids:
                 clock.advance(timedelta(seconds=1))
+                if on_sqlite and cache == "cold":
+                    _page_cache(store.settings.data_dir, cache)
                 t = time.perf_counter()
                 outcome = rt.privacy.erase_contact(tenant, contact_id, "request:erasure")
                 timings.append((time.perf_counter() - t) * 1000)
                 erased = sum(1 for s in outcome.subjects if s["status"] == "erased")
                 assert erased == conversations + 1, outcome.subjects
+            print("  each erasure, ms:", " ".join(f"{ms:.0f}" for ms in timings))
             clock.advance(timedelta(days=31 * 7))
             t = time.perf_counter()
             report = rt.privacy.sweep(clock.now())
@@ -433,6 +465,15 @@ def main() -> None:
     parser.add_argument(
         "--batch", type=int, default=BATCH, help="interactions per write transaction when filling"
     )
+    parser.add_argument(
+        "--cache",
+        choices=CACHE_MODES,
+        default="as-found",
+        help="SQLite only: the OS page cache before the timed erasures: as-found (default;"
+        " whatever the fill and this machine left), in-memory (the store's files read"
+        " once first), cold (dropped before each erasure: every page it needs is read"
+        " from storage)",
+    )
     args = parser.parse_args()
     if args.reuse and args.data_dir is None:
         parser.error("--reuse needs --data-dir")
@@ -450,12 +491,13 @@ def main() -> None:
                 data_dir=args.data_dir,
                 reuse=args.reuse,
                 batch=args.batch,
+                cache=args.cache,
             )
             rows.append((name, result))
     print()
     print(
         f"erasure of one subject with {args.conversations} conversations"
-        f" ({args.subjects} subjects):"
+        f" ({args.subjects} subjects; SQLite page cache: {args.cache}):"
     )
     print(
         f"{'backend':<10}{'events':>12}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}"
