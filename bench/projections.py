@@ -179,28 +179,32 @@ class Sampler(threading.Thread):
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
         self.url = url
-        self.pending: dict[str, float] = {}  # message id -> time its request was sent
+        # (conversation id, message id) -> time its request was sent
+        self.pending: dict[tuple[str, str], float] = {}
         self.lags: list[float] = []
         self.lock = threading.Lock()
         self.stop = threading.Event()
 
-    def add(self, message_id: str, sent: float) -> None:
+    def add(self, conversation_id: str, message_id: str, sent: float) -> None:
         with self.lock:
-            self.pending[message_id] = sent
+            self.pending[(conversation_id, message_id)] = sent
 
     def run(self) -> None:
         with psycopg.connect(self.url, autocommit=True) as conn:
             while not self.stop.is_set():
                 with self.lock:
-                    ids = list(self.pending)
-                if ids:
+                    keys = list(self.pending)
+                if keys:
+                    # by the table's key: (conversation, message)
                     rows = conn.execute(
-                        "SELECT id FROM rm_messages WHERE id = ANY(%s)", (ids,)
+                        "SELECT conversation_id, id FROM rm_messages"
+                        " WHERE conversation_id = ANY(%s) AND id = ANY(%s)",
+                        ([c for c, _ in keys], [m for _, m in keys]),
                     ).fetchall()
                     now = time.perf_counter()
                     with self.lock:
-                        for (found,) in rows:
-                            sent = self.pending.pop(str(found), None)
+                        for conversation, found in rows:
+                            sent = self.pending.pop((str(conversation), str(found)), None)
                             if sent is not None:
                                 self.lags.append((now - sent) * 1000)
                 time.sleep(0.005)
@@ -242,7 +246,7 @@ async def steady_load(
                 errors += 1
                 return
             latencies.append((time.perf_counter() - sent) * 1000)
-            sampler.add(body["message_id"], sent)
+            sampler.add(body["conversation_id"], body["message_id"], sent)
 
         tasks = []
         start = time.perf_counter()

@@ -76,7 +76,7 @@ class Projection(ABC):
 
     def setup(self, tx: Tx) -> None:
         for statement in self.ddl:
-            tx.execute(statement)
+            tx.execute(portable_ddl(tx, statement))
 
     def reset(self, tx: Tx) -> None:
         """Delete every row, before a rebuild from the start of the log."""
@@ -107,6 +107,19 @@ class Projection(ABC):
         name = self._handlers.get(type(event))
         if name is not None:
             getattr(self, name)(tx, event, position)
+
+
+# SQLite stores a WITHOUT ROWID table in its primary key's order: the rows of one
+# conversation (a key's leading column) then sit together on a page or two, instead of one
+# page each wherever the log's order put them, and there is no separate rowid B-tree to
+# keep. PostgreSQL has no such clause (its tables are heaps; the key is an index).
+_WITHOUT_ROWID = " WITHOUT ROWID"
+
+
+def portable_ddl(tx: Tx, statement: str) -> str:
+    if tx.dialect != "sqlite" and statement.endswith(_WITHOUT_ROWID):
+        return statement[: -len(_WITHOUT_ROWID)]
+    return statement
 
 
 # -- column helpers ------------------------------------------------------------------------

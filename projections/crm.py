@@ -41,7 +41,8 @@ class CrmProjection(Projection):
     # 4: contact totals derived from the conversation rows, so events of a contact and of
     # its conversations may arrive in either order (Kafka partitions them apart)
     # 5: merged contacts (rm_crm_merged) and conversations moving between contacts
-    version = 5
+    # 6: conversation rows stored in their key's order (WITHOUT ROWID on SQLite)
+    version = 6
     tables = ("rm_crm_contacts", "rm_crm_search", "rm_crm_conversations", "rm_crm_merged")
     # handlers use rm_crm_search_contact and rm_crm_conversations_contact
     query_indexes = ("rm_crm_contacts_recent",)
@@ -62,7 +63,7 @@ class CrmProjection(Projection):
         "CREATE INDEX IF NOT EXISTS rm_crm_search_contact ON rm_crm_search (contact_id)",
         "CREATE TABLE IF NOT EXISTS rm_crm_conversations ("
         " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, contact_id TEXT NOT NULL,"
-        " status TEXT NOT NULL, first_at BIGINT, last_at BIGINT)",
+        " status TEXT NOT NULL, first_at BIGINT, last_at BIGINT) WITHOUT ROWID",
         "CREATE INDEX IF NOT EXISTS rm_crm_conversations_contact"
         " ON rm_crm_conversations (contact_id)",
         # contacts merged into another: where to find them now

@@ -18,7 +18,7 @@ _STILL_WAITING = (ConversationStatus.OPEN, ConversationStatus.PENDING)
 
 class InboxProjection(Projection):
     name = "inbox"
-    version = 3
+    version = 4
     tables = ("rm_conversations", "rm_messages", "rm_contacts")
     query_indexes = (
         "rm_conversations_queue",
@@ -44,14 +44,15 @@ class InboxProjection(Projection):
         " ON rm_conversations (tenant_id, contact_id)",
         # content: an inbound message's sealed MessageContent; body: the sealed text of
         # an outbound message or a note. attachments: non-personal metadata only.
+        # Keyed by conversation first (message and note ids are unique, each in its one
+        # conversation): a conversation's messages are read, and erased, together.
         "CREATE TABLE IF NOT EXISTS rm_messages ("
-        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, conversation_id TEXT NOT NULL,"
+        " conversation_id TEXT NOT NULL, id TEXT NOT NULL, tenant_id TEXT NOT NULL,"
         " kind TEXT NOT NULL, direction TEXT, author TEXT, provider TEXT,"
         " sender_kind TEXT, content TEXT, body TEXT,"
         " attachments TEXT NOT NULL, occurred_at BIGINT NOT NULL,"
-        " recorded_at BIGINT NOT NULL, position BIGINT NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS rm_messages_conversation"
-        " ON rm_messages (conversation_id, occurred_at, position)",
+        " recorded_at BIGINT NOT NULL, position BIGINT NOT NULL,"
+        " PRIMARY KEY (conversation_id, id)) WITHOUT ROWID",
         "CREATE TABLE IF NOT EXISTS rm_contacts ("
         " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, display_name TEXT,"
         " identities TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
@@ -123,7 +124,7 @@ class InboxProjection(Projection):
             " provider, sender_kind, content, body, attachments, occurred_at, recorded_at,"
             " position)"
             " VALUES (?, ?, ?, 'message', 'inbound', NULL, ?, ?, ?, NULL, ?, ?, ?, ?)"
-            " ON CONFLICT (id) DO NOTHING",
+            " ON CONFLICT (conversation_id, id) DO NOTHING",
             (
                 str(e.message_id),
                 str(e.tenant_id),
@@ -158,7 +159,7 @@ class InboxProjection(Projection):
             " provider, sender_kind, content, body, attachments, occurred_at, recorded_at,"
             " position)"
             " VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, '[]', ?, ?, ?)"
-            " ON CONFLICT (id) DO NOTHING",
+            " ON CONFLICT (conversation_id, id) DO NOTHING",
             (
                 entry_id,
                 str(e.tenant_id),

@@ -26,7 +26,8 @@ class MetricsProjection(Projection):
     name = "metrics"
     # 3: service level against the queue's threshold at the answer's place in the log,
     # whichever order the queue's and the conversation's events arrive in (Kafka)
-    version = 3
+    # 4: conversation rows stored in their key's order (WITHOUT ROWID on SQLite)
+    version = 4
     tables = (
         "rm_metric_intervals",
         "rm_metric_conversations",
@@ -49,7 +50,8 @@ class MetricsProjection(Projection):
         "CREATE TABLE IF NOT EXISTS rm_metric_conversations ("
         " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, channel TEXT NOT NULL,"
         " queue_id TEXT, interval_start BIGINT, offered_at BIGINT, answered_at BIGINT,"
-        " agent_id TEXT, first_inbound_at BIGINT, responded INTEGER NOT NULL DEFAULT 0)",
+        " agent_id TEXT, first_inbound_at BIGINT, responded INTEGER NOT NULL DEFAULT 0)"
+        " WITHOUT ROWID",
         "CREATE INDEX IF NOT EXISTS rm_metric_conversations_handling"
         " ON rm_metric_conversations (tenant_id, answered_at)",
         # each queue's service-level threshold from a position of the log on

@@ -43,7 +43,7 @@ class RetentionLedgerProjection(Projection):
     arrives, and an inactivity notice stands only while no activity is later than it."""
 
     name = "retention"
-    version = 3
+    version = 4
     tables = (
         "rm_retention_scopes",
         "rm_retention_holds",
@@ -58,7 +58,7 @@ class RetentionLedgerProjection(Projection):
         " scope_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, kind TEXT NOT NULL,"
         " subject_id TEXT NOT NULL, category TEXT NOT NULL, anchor_at BIGINT,"
         " contact_id TEXT, conversation_id TEXT, status TEXT NOT NULL,"
-        " notice_delete_after BIGINT, erased_at BIGINT, noticed_at BIGINT)",
+        " notice_delete_after BIGINT, erased_at BIGINT, noticed_at BIGINT) WITHOUT ROWID",
         "CREATE INDEX IF NOT EXISTS rm_retention_scopes_due"
         " ON rm_retention_scopes (tenant_id, category, status, anchor_at)",
         # (contact, kind, anchor): a contact's conversation scopes, and the latest of their

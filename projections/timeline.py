@@ -13,22 +13,24 @@ from projections.base import Projection, Tx, dumps, handles, micros, sealed_text
 
 class TimelineProjection(Projection):
     name = "timeline"
-    version = 3
+    version = 4
     tables = ("rm_timeline", "rm_timeline_conversations")
-    query_indexes = ("rm_timeline_contact",)  # handlers use rm_timeline_conversation
+    query_indexes = ("rm_timeline_contact",)  # handlers find entries by their key
     ddl = (
-        # content: sealed (message content or note/reply body); detail: non-personal JSON
+        # content: sealed (message content or note/reply body); detail: non-personal JSON.
+        # Keyed by conversation first (entry ids are unique, each in its one
+        # conversation): what handlers change, they change a conversation at a time.
         "CREATE TABLE IF NOT EXISTS rm_timeline ("
-        " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, contact_id TEXT NOT NULL,"
-        " conversation_id TEXT NOT NULL, channel TEXT NOT NULL, kind TEXT NOT NULL,"
+        " conversation_id TEXT NOT NULL, id TEXT NOT NULL, tenant_id TEXT NOT NULL,"
+        " contact_id TEXT NOT NULL, channel TEXT NOT NULL, kind TEXT NOT NULL,"
         " direction TEXT, content TEXT, detail TEXT NOT NULL,"
-        " occurred_at BIGINT NOT NULL, position BIGINT NOT NULL)",
+        " occurred_at BIGINT NOT NULL, position BIGINT NOT NULL,"
+        " PRIMARY KEY (conversation_id, id)) WITHOUT ROWID",
         "CREATE INDEX IF NOT EXISTS rm_timeline_contact"
         " ON rm_timeline (tenant_id, contact_id, occurred_at, position)",
-        "CREATE INDEX IF NOT EXISTS rm_timeline_conversation ON rm_timeline (conversation_id)",
         "CREATE TABLE IF NOT EXISTS rm_timeline_conversations ("
         " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, contact_id TEXT NOT NULL,"
-        " channel TEXT NOT NULL)",
+        " channel TEXT NOT NULL) WITHOUT ROWID",
     )
 
     def _entry(
@@ -51,7 +53,8 @@ class TimelineProjection(Projection):
             "INSERT INTO rm_timeline (id, tenant_id, contact_id, conversation_id, channel, kind,"
             " direction, content, detail, occurred_at, position)"
             " SELECT ?, ?, contact_id, ?, channel, ?, ?, ?, ?, ?, ?"
-            " FROM rm_timeline_conversations WHERE id = ? ON CONFLICT (id) DO NOTHING",
+            " FROM rm_timeline_conversations WHERE id = ?"
+            " ON CONFLICT (conversation_id, id) DO NOTHING",
             (
                 entry_id or f"{conversation_id}:{e.originator_version}",
                 str(e.tenant_id),
