@@ -168,6 +168,23 @@ class SQLiteDatabase:
             self._all.clear()
 
 
+def keep_without_rowid(execute: Any, fetchone: Any, table: str, create: str) -> bool:
+    """Make SQLite ``table`` the WITHOUT ROWID table ``create`` defines (a CREATE TABLE IF
+    NOT EXISTS statement ending in WITHOUT ROWID), keeping its rows: a store made before
+    the layout changed is moved over once, inside the caller's transaction. Returns
+    whether it moved one. ``execute``/``fetchone`` are the transaction's cursor methods."""
+    execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+    row = fetchone()
+    legacy = row is not None and "WITHOUT ROWID" not in str(row[0]).upper()
+    if legacy:
+        execute(f"ALTER TABLE {table} RENAME TO {table}_rowid")
+    execute(create)
+    if legacy:
+        execute(f"INSERT INTO {table} SELECT * FROM {table}_rowid")
+        execute(f"DROP TABLE {table}_rowid")
+    return legacy
+
+
 def to_pg(sql: str) -> str:
     """Translate ``?`` placeholders for psycopg (``%`` literals are escaped first)."""
     return sql.replace("%", "%%").replace("?", "%s")

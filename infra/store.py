@@ -35,6 +35,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from contact_centre.ports import IndexOp, IndexOpKind
+from infra.db import keep_without_rowid
 
 INDEX_TABLE = "cc_index"
 INDEX_DDL = (
@@ -42,6 +43,9 @@ INDEX_DDL = (
     "namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, "
     "PRIMARY KEY (namespace, key))"
 )
+# On SQLite the rows live in the key's B-tree itself: one lookup, one insert per entry
+# (a rowid table keeps the key in a second B-tree beside the rows).
+SQLITE_INDEX_DDL = f"{INDEX_DDL} WITHOUT ROWID"
 _MAX_KEYS_PER_SELECT = 500
 
 
@@ -140,8 +144,10 @@ class EventStoreDatastore(SQLiteDatastore):
 class SQLiteEventStoreRecorder(SQLiteProcessRecorder):
     """Events, tracking and the write-side index in one SQLite file."""
 
-    def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(), INDEX_DDL]
+    def create_table(self) -> None:
+        super().create_table()  # events and tracking (eventsourcing's own migrations)
+        with self.datastore.transaction(commit=True) as c:
+            keep_without_rowid(c.execute, c.fetchone, INDEX_TABLE, SQLITE_INDEX_DDL)
 
     def select_events_many(self, originator_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
         """Every event of many aggregates in one query (the erasure of a contact loads all

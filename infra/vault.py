@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from contact_centre.clock import Clock, SystemClock
 from contact_centre.errors import ConflictError
 from contact_centre.privacy import ERASED, Revealed, Scope, ScopeKind, Sealed
-from infra.db import Database
+from infra.db import Database, keep_without_rowid
 from infra.store import IndexConflictError
 
 log = logging.getLogger(__name__)
@@ -58,10 +58,13 @@ def _b64d(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-VAULT_DDL = [
+KEYS_DDL = (
     "CREATE TABLE IF NOT EXISTS cc_vault_keys ("
     "scope TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, wrapped TEXT NOT NULL, "
-    "created_at BIGINT NOT NULL)",
+    "created_at BIGINT NOT NULL)"
+)
+VAULT_DDL = [
+    KEYS_DDL,
     "CREATE INDEX IF NOT EXISTS cc_vault_keys_tenant ON cc_vault_keys (tenant_id)",
     "CREATE TABLE IF NOT EXISTS cc_vault_destroyed ("
     "scope TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, destroyed_at BIGINT NOT NULL)",
@@ -120,6 +123,13 @@ class KeyVault:
 
     def create_tables(self) -> None:
         with self.db.transaction() as tx:
+            if self.db.dialect == "sqlite":
+                # keys stored in their scope's order: one B-tree to find, add or delete
+                # a key in, not a key index beside a rowid table (before the tenant index
+                # below, which moving an older vault's table over drops with it)
+                keep_without_rowid(
+                    tx.execute, tx.fetchone, "cc_vault_keys", f"{KEYS_DDL} WITHOUT ROWID"
+                )
             for ddl in VAULT_DDL:
                 tx.execute(ddl)
             tx.execute(
