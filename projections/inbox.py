@@ -18,7 +18,7 @@ _STILL_WAITING = (ConversationStatus.OPEN, ConversationStatus.PENDING)
 
 class InboxProjection(Projection):
     name = "inbox"
-    version = 4
+    version = 5
     tables = ("rm_conversations", "rm_messages", "rm_contacts")
     query_indexes = (
         "rm_conversations_queue",
@@ -33,7 +33,8 @@ class InboxProjection(Projection):
         " last_message TEXT, last_direction TEXT, last_message_at BIGINT,"
         " unread INTEGER NOT NULL, message_count INTEGER NOT NULL,"
         " opened_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,"
-        " queue_id TEXT, priority INTEGER NOT NULL DEFAULT 0, waiting_since BIGINT)",
+        " queue_id TEXT, priority INTEGER NOT NULL DEFAULT 0, waiting_since BIGINT)"
+        " WITHOUT ROWID",
         "CREATE INDEX IF NOT EXISTS rm_conversations_queue"
         " ON rm_conversations (tenant_id, queue_id, updated_at)",
         "CREATE INDEX IF NOT EXISTS rm_conversations_recent"
