@@ -89,11 +89,11 @@ def _apply_index_ops(
                 params,
             )
         elif kind is IndexOpKind.DELETE:
-            for op in run:
-                cursor.execute(
-                    f"DELETE FROM {INDEX_TABLE} WHERE namespace = {p} AND key = {p}",
-                    (op.namespace, op.key),
-                )
+            keys = ", ".join([f"({p}, {p})"] * len(run))
+            cursor.execute(
+                f"DELETE FROM {INDEX_TABLE} WHERE (namespace, key) IN (VALUES {keys})",
+                [v for op in run for v in (op.namespace, op.key)],
+            )
         elif kind is IndexOpKind.DELETE_PREFIX:
             for op in run:
                 cursor.execute(
