@@ -11,7 +11,17 @@ from typing import Any
 
 from contact_centre.contacts import Contact
 from contact_centre.conversations import Conversation, ConversationStatus
-from projections.base import Projection, Tx, dumps, handles, loads, micros, sealed_text
+from projections.base import (
+    Projection,
+    Tx,
+    dumps,
+    handles,
+    handles_run,
+    in_marks,
+    loads,
+    micros,
+    sealed_text,
+)
 
 _STILL_WAITING = (ConversationStatus.OPEN, ConversationStatus.PENDING)
 
@@ -213,13 +223,18 @@ class InboxProjection(Projection):
 
     @handles(Conversation.ContentErased)
     def _content_erased(self, tx: Tx, e: Conversation.ContentErased, position: int) -> None:
-        conversation_id = str(e.originator_id)
+        self._contents_erased(tx, [(e, position)])
+
+    @handles_run(Conversation.ContentErased)
+    def _contents_erased(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        ids = [str(e.originator_id) for e, _ in run]
         tx.execute(
-            "UPDATE rm_conversations SET last_message = NULL WHERE id = ?", (conversation_id,)
+            f"UPDATE rm_conversations SET last_message = NULL WHERE id IN {in_marks(ids)}", ids
         )
         tx.execute(
-            "UPDATE rm_messages SET content = NULL, body = NULL WHERE conversation_id = ?",
-            (conversation_id,),
+            "UPDATE rm_messages SET content = NULL, body = NULL"
+            f" WHERE conversation_id IN {in_marks(ids)}",
+            ids,
         )
 
     @handles(Contact.MergedInto)
@@ -256,13 +271,16 @@ class InboxProjection(Projection):
             (micros(e.at), str(e.originator_id)),
         )
 
-    def _status(self, tx: Tx, conversation_id: str, status: ConversationStatus, at: int) -> None:
+    def _status(
+        self, tx: Tx, conversation_id: str | list[str], status: ConversationStatus, at: int
+    ) -> None:
         # Resolved and closed conversations wait for nobody.
         waiting = "waiting_since" if status in _STILL_WAITING else "NULL"
+        ids = [conversation_id] if isinstance(conversation_id, str) else conversation_id
         tx.execute(
             f"UPDATE rm_conversations SET status = ?, updated_at = ?, waiting_since = {waiting}"
-            " WHERE id = ?",
-            (status.value, at, conversation_id),
+            f" WHERE id IN {in_marks(ids)}",
+            (status.value, at, *ids),
         )
 
     @handles(Conversation.MarkedPending)
@@ -280,6 +298,16 @@ class InboxProjection(Projection):
     @handles(Conversation.Closed)
     def _closed(self, tx: Tx, e: Conversation.Closed, position: int) -> None:
         self._status(tx, str(e.originator_id), ConversationStatus.CLOSED, micros(e.at))
+
+    @handles_run(Conversation.Closed)
+    def _closed_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        """A run's events have one time: one statement for all their conversations."""
+        self._status(
+            tx,
+            [str(e.originator_id) for e, _ in run],
+            ConversationStatus.CLOSED,
+            micros(run[0][0].at),
+        )
 
 
 # -- queries -------------------------------------------------------------------------------

@@ -20,7 +20,17 @@ from contact_centre.privacy import ScopeKind
 from contact_centre.retention import Category, RetentionPolicy
 from contact_centre.staff import Agent
 from contact_centre.tenancy import Tenant
-from projections.base import Projection, Tx, dumps, from_micros, handles, loads, micros
+from projections.base import (
+    Projection,
+    Tx,
+    dumps,
+    from_micros,
+    handles,
+    handles_run,
+    in_marks,
+    loads,
+    micros,
+)
 
 _SCOPE_KEYS = (
     "scope_id",
@@ -117,6 +127,19 @@ class RetentionLedgerProjection(Projection):
             f" status = CASE WHEN {later} THEN 'live' ELSE status END"
             f" WHERE scope_id IN ({', '.join('?' * len(ids))}) AND status != 'erased'",
             (moment, moment, moment, moment, moment, *ids),
+        )
+
+    def _touch_many(self, tx: Tx, scope_ids: list[str], moment: int) -> None:
+        """As :meth:`_touch` of each scope (one moment), in one statement."""
+        later = "status = 'noticed' AND noticed_at < ?"
+        tx.execute(
+            "UPDATE rm_retention_scopes SET anchor_at = CASE WHEN anchor_at IS NULL"
+            " OR anchor_at < ? THEN ? ELSE anchor_at END,"
+            f" notice_delete_after = CASE WHEN {later} THEN NULL ELSE notice_delete_after END,"
+            f" noticed_at = CASE WHEN {later} THEN NULL ELSE noticed_at END,"
+            f" status = CASE WHEN {later} THEN 'live' ELSE status END"
+            f" WHERE scope_id IN {in_marks(scope_ids)} AND status != 'erased'",
+            (moment, moment, moment, moment, moment, *scope_ids),
         )
 
     def _touch_contact(self, tx: Tx, contact_id: str) -> None:
@@ -333,6 +356,35 @@ class RetentionLedgerProjection(Projection):
     def _activity(self, tx: Tx, e: Any, position: int) -> None:
         self._conversation_activity(tx, str(e.originator_id), micros(e.at))
 
+    @handles_run(Conversation.Closed)
+    def _closed_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        """As :meth:`_activity` for each (a run's events have one time): the
+        conversations' scopes move to it in one statement, then each of their contacts
+        takes in the latest of its conversations once. Touches only move anchors forward,
+        so the contact's anchor after the last one is what it would be after each."""
+        conversations = [str(e.originator_id) for e, _ in run]
+        scopes = [f"conversation:{c}" for c in conversations]
+        moment = micros(run[0][0].at)
+        self._touch_many(tx, [*scopes, *(f"visitor-network:{c}" for c in conversations)], moment)
+        # each contact's latest conversation activity, found through the contact index
+        # from the contact's own row (a join here makes PostgreSQL scan the table)
+        kind = ScopeKind.CONVERSATION.value
+        v = (
+            "(SELECT MAX(c.anchor_at) FROM rm_retention_scopes c WHERE c.contact_id ="
+            f" substr(rm_retention_scopes.scope_id, 9) AND c.kind = '{kind}')"
+        )
+        later = f"status = 'noticed' AND noticed_at < {v}"
+        tx.execute(
+            f"UPDATE rm_retention_scopes SET anchor_at = CASE WHEN anchor_at IS NULL"
+            f" OR anchor_at < {v} THEN {v} ELSE anchor_at END,"
+            f" notice_delete_after = CASE WHEN {later} THEN NULL ELSE notice_delete_after END,"
+            f" noticed_at = CASE WHEN {later} THEN NULL ELSE noticed_at END,"
+            f" status = CASE WHEN {later} THEN 'live' ELSE status END"
+            " WHERE scope_id IN (SELECT 'contact:' || contact_id FROM rm_retention_scopes"
+            f" WHERE scope_id IN {in_marks(scopes)}) AND status != 'erased' AND {v} IS NOT NULL",
+            scopes,
+        )
+
     @handles(Conversation.ContentErased)
     def _content_erased(self, tx: Tx, e: Conversation.ContentErased, position: int) -> None:
         conversation = str(e.originator_id)
@@ -343,6 +395,18 @@ class RetentionLedgerProjection(Projection):
             e.reason,
             e.request_id,
         )
+
+    @handles_run(Conversation.ContentErased)
+    def _contents_erased(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        """As :meth:`_content_erased` for each: their rows are their own scopes'."""
+        by_cause: dict[tuple[str, UUID | None], list[str]] = {}
+        for e, _ in run:
+            conversation = str(e.originator_id)
+            by_cause.setdefault((e.reason, e.request_id), []).extend(
+                [f"conversation:{conversation}", f"visitor-network:{conversation}"]
+            )
+        for (reason, request_id), scope_ids in by_cause.items():
+            self._erased(tx, run[0][0], scope_ids, reason, request_id)
 
     # -- agents ------------------------------------------------------------------------
     @handles(Agent.Created)

@@ -4,11 +4,21 @@ channels add them, calls with their duration and voicemails)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from contact_centre.conversations import Conversation
-from projections.base import Projection, Tx, dumps, handles, micros, sealed_text
+from projections.base import (
+    Projection,
+    Tx,
+    dumps,
+    handles,
+    handles_run,
+    in_marks,
+    micros,
+    sealed_text,
+    values_cte,
+)
 
 
 class TimelineProjection(Projection):
@@ -64,6 +74,38 @@ class TimelineProjection(Projection):
                 position,
                 conversation_id,
             ),
+        )
+
+    def _entries(
+        self,
+        tx: Tx,
+        run: list[tuple[Any, int]],
+        kind: str,
+        detail: Callable[[Any], dict[str, Any]],
+    ) -> None:
+        """As :meth:`_entry` (no direction, no content, at the event's time) for each event
+        of a run, in one statement."""
+        columns = ("id", "tenant_id", "conversation_id", "detail", "occurred_at", "position")
+        rows = [
+            (
+                f"{e.originator_id}:{e.originator_version}",
+                str(e.tenant_id),
+                str(e.originator_id),
+                dumps(detail(e)),
+                micros(e.at),
+                position,
+            )
+            for e, position in run
+        ]
+        tx.execute(
+            values_cte("v", columns, rows)
+            + " INSERT INTO rm_timeline (id, tenant_id, contact_id, conversation_id, channel,"
+            " kind, direction, content, detail, occurred_at, position)"
+            " SELECT v.id, v.tenant_id, c.contact_id, v.conversation_id, c.channel, ?, NULL,"
+            " NULL, v.detail, v.occurred_at, v.position"
+            " FROM v, rm_timeline_conversations c WHERE c.id = v.conversation_id"
+            " ON CONFLICT (id) DO NOTHING",
+            [*(value for row in rows for value in row), kind],
         )
 
     @handles(Conversation.Opened)
@@ -194,6 +236,14 @@ class TimelineProjection(Projection):
         )
         self._entry(tx, e, position, "erased", detail={"reason": e.reason})
 
+    @handles_run(Conversation.ContentErased)
+    def _contents_erased(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        ids = [str(e.originator_id) for e, _ in run]
+        tx.execute(
+            f"UPDATE rm_timeline SET content = NULL WHERE conversation_id IN {in_marks(ids)}", ids
+        )
+        self._entries(tx, run, "erased", lambda e: {"reason": e.reason})
+
     @handles(Conversation.MarkedPending)
     def _pending(self, tx: Tx, e: Any, position: int) -> None:
         self._entry(tx, e, position, "status", detail={"status": "pending", "by": e.by})
@@ -211,6 +261,10 @@ class TimelineProjection(Projection):
     @handles(Conversation.Closed)
     def _closed(self, tx: Tx, e: Any, position: int) -> None:
         self._entry(tx, e, position, "status", detail={"status": "closed", "by": e.by})
+
+    @handles_run(Conversation.Closed)
+    def _closed_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        self._entries(tx, run, "status", lambda e: {"status": "closed", "by": e.by})
 
 
 TIMELINE_KEYS = (

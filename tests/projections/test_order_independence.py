@@ -13,6 +13,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from contact_centre.conversations import Conversation
 from infra.db import SQLiteDatabase
 from infra.runtime import Runtime, partitioned_projections
 
@@ -43,17 +44,31 @@ def _interleaved(events: list[tuple[int, Any]], rng: random.Random | None) -> li
     return out
 
 
-def _apply(runtime: Runtime, path: Path, events: list[Any]) -> dict[str, list[tuple[Any, ...]]]:
+def _apply(
+    runtime: Runtime, path: Path, events: list[Any], *, batch: int = 0
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Apply ``events`` one at a time (``apply``), or with ``batch`` as the feed does:
+    that many at a time through ``apply_all``, which takes runs of one command's events
+    together."""
     db = SQLiteDatabase(str(path))
     projections = partitioned_projections(runtime.vault)
     try:
         with db.transaction() as tx:
             for projection in projections:
                 projection.setup(tx)
-            for position, event in events:
-                for projection in projections:
-                    if projection.interested_in(type(event)):
-                        projection.apply(tx, event, position)
+            if batch:
+                for start in range(0, len(events), batch):
+                    chunk = events[start : start + batch]
+                    for projection in projections:
+                        projection.apply_all(
+                            tx,
+                            [(e, p) for p, e in chunk if projection.interested_in(type(e))],
+                        )
+            else:
+                for position, event in events:
+                    for projection in projections:
+                        if projection.interested_in(type(event)):
+                            projection.apply(tx, event, position)
         dump: dict[str, list[tuple[Any, ...]]] = {}
         with db.read() as tx:
             for projection in projections:
@@ -91,3 +106,28 @@ def test_every_read_model_is_the_same_whichever_aggregate_s_events_arrive_first(
             if other[table] != rows
         }
         assert not differing, f"{name}: {differing}"
+
+
+def test_events_taken_in_runs_leave_the_same_rows_as_one_at_a_time(
+    recorded: Runtime, tmp_path: Path
+) -> None:
+    """An erasure's Closed and ContentErased events, taken a class at a time in set-based
+    statements, change the read models as each event on its own would."""
+    events = _events(recorded)
+    erasures: dict[Any, int] = {}
+    for _, event in events:
+        if type(event) is Conversation.ContentErased:
+            erasures[event.at] = erasures.get(event.at, 0) + 1
+    assert max(erasures.values()) > 1  # positive control: one command erased several
+    one_by_one = _apply(recorded, tmp_path / "one.sqlite", events)
+    for batch in (len(events), 500, 7):
+        in_runs = _apply(recorded, tmp_path / f"runs-{batch}.sqlite", events, batch=batch)
+        differing = {
+            table: (
+                sorted(set(in_runs[table]) - set(rows), key=repr)[:2],
+                sorted(set(rows) - set(in_runs[table]), key=repr)[:2],
+            )
+            for table, rows in one_by_one.items()
+            if in_runs[table] != rows
+        }
+        assert not differing, f"batches of {batch}: {differing}"
