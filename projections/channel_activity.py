@@ -8,7 +8,7 @@ from typing import Any
 
 from contact_centre.blocks import VisitorBlock
 from contact_centre.conversations import Conversation
-from projections.base import Projection, Tx, handles, handles_run, in_marks, micros, sealed_text
+from projections.base import Projection, Tx, handles, handles_run, micros, one_of, sealed_text
 
 
 def _entry_id(e: Any) -> str:
@@ -103,12 +103,9 @@ class ChannelActivityProjection(Projection):
 
     @handles_run(Conversation.ContentErased)
     def _erased_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
-        ids = [str(e.originator_id) for e, _ in run]
-        tx.execute(
-            f"UPDATE rm_call_events SET payload = NULL WHERE conversation_id IN {in_marks(ids)}",
-            ids,
-        )
-        tx.execute(f"DELETE FROM rm_visitor_networks WHERE conversation_id IN {in_marks(ids)}", ids)
+        ids, params = one_of(tx, [str(e.originator_id) for e, _ in run])
+        tx.execute(f"UPDATE rm_call_events SET payload = NULL WHERE conversation_id {ids}", params)
+        tx.execute(f"DELETE FROM rm_visitor_networks WHERE conversation_id {ids}", params)
 
     @handles(VisitorBlock.Created)
     def _blocked(self, tx: Tx, e: VisitorBlock.Created, position: int) -> None:

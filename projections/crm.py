@@ -23,9 +23,9 @@ from projections.base import (
     dumps,
     handles,
     handles_run,
-    in_marks,
     loads,
     micros,
+    one_of,
     sealed_text,
 )
 
@@ -315,22 +315,23 @@ class CrmProjection(Projection):
         from open to not open or back: nothing read back (no round trip on PostgreSQL).
         The totals are counted first, with the new status in place of the old, from the
         contacts of those that change sides; then the status is written."""
-        ids = [conversation_id] if isinstance(conversation_id, str) else conversation_id
-        marks = in_marks(ids)
+        if isinstance(conversation_id, str):
+            ids, params = "= ?", [conversation_id]
+        else:
+            ids, params = one_of(tx, conversation_id)
         other_side = "NOT IN" if status.value in _OPEN else "IN"
         tx.execute(
             "UPDATE rm_crm_contacts SET (total_conversations, open_conversations,"
             " first_contact_at, last_contact_at) = (SELECT COUNT(*),"
-            f" COUNT(CASE WHEN (CASE WHEN c.id IN {marks} THEN ? ELSE c.status END)"
+            f" COUNT(CASE WHEN (CASE WHEN c.id {ids} THEN ? ELSE c.status END)"
             f" IN {_OPEN_SQL} THEN 1 END), MIN(c.first_at), MAX(c.last_at)"
             " FROM rm_crm_conversations c WHERE c.contact_id = rm_crm_contacts.id)"
             " WHERE id IN (SELECT contact_id FROM rm_crm_conversations"
-            f" WHERE id IN {marks} AND status {other_side} {_OPEN_SQL})",
-            (*ids, status.value, *ids),
+            f" WHERE id {ids} AND status {other_side} {_OPEN_SQL})",
+            (*params, status.value, *params),
         )
         tx.execute(
-            f"UPDATE rm_crm_conversations SET status = ? WHERE id IN {marks}",
-            (status.value, *ids),
+            f"UPDATE rm_crm_conversations SET status = ? WHERE id {ids}", (status.value, *params)
         )
 
     @handles(Conversation.ContactChanged)

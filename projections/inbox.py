@@ -17,9 +17,9 @@ from projections.base import (
     dumps,
     handles,
     handles_run,
-    in_marks,
     loads,
     micros,
+    one_of,
     sealed_text,
 )
 
@@ -227,14 +227,11 @@ class InboxProjection(Projection):
 
     @handles_run(Conversation.ContentErased)
     def _contents_erased(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
-        ids = [str(e.originator_id) for e, _ in run]
+        ids, params = one_of(tx, [str(e.originator_id) for e, _ in run])
+        tx.execute(f"UPDATE rm_conversations SET last_message = NULL WHERE id {ids}", params)
         tx.execute(
-            f"UPDATE rm_conversations SET last_message = NULL WHERE id IN {in_marks(ids)}", ids
-        )
-        tx.execute(
-            "UPDATE rm_messages SET content = NULL, body = NULL"
-            f" WHERE conversation_id IN {in_marks(ids)}",
-            ids,
+            f"UPDATE rm_messages SET content = NULL, body = NULL WHERE conversation_id {ids}",
+            params,
         )
 
     @handles(Contact.MergedInto)
@@ -276,11 +273,14 @@ class InboxProjection(Projection):
     ) -> None:
         # Resolved and closed conversations wait for nobody.
         waiting = "waiting_since" if status in _STILL_WAITING else "NULL"
-        ids = [conversation_id] if isinstance(conversation_id, str) else conversation_id
+        if isinstance(conversation_id, str):
+            ids, params = "= ?", [conversation_id]
+        else:
+            ids, params = one_of(tx, conversation_id)
         tx.execute(
             f"UPDATE rm_conversations SET status = ?, updated_at = ?, waiting_since = {waiting}"
-            f" WHERE id IN {in_marks(ids)}",
-            (status.value, at, *ids),
+            f" WHERE id {ids}",
+            (status.value, at, *params),
         )
 
     @handles(Conversation.MarkedPending)

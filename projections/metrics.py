@@ -13,7 +13,7 @@ from typing import Any
 from contact_centre.conversations import Conversation
 from contact_centre.interaction import Channel
 from contact_centre.staff import Agent, Queue, default_sl_threshold
-from projections.base import Projection, Tx, handles, handles_run, in_marks, micros
+from projections.base import Projection, Tx, handles, handles_run, micros, one_of
 
 INTERVAL = 15 * 60 * 1_000_000  # 15 minutes, in microseconds
 
@@ -335,25 +335,24 @@ class MetricsProjection(Projection):
         """Answered conversations end: their handling counts in their queue's interval,
         and they are no longer being handled. From their rows, in the statements: nothing
         read back (no round trip on PostgreSQL). A run's events have one time."""
-        ids = [str(e.originator_id) for e, _ in run]
-        marks = in_marks(ids)
+        ids, params = one_of(tx, [str(e.originator_id) for e, _ in run])
         at = micros(run[0][0].at)
         tx.execute(
             "INSERT INTO rm_metric_intervals (tenant_id, queue_id, channel, interval_start,"
             " handle_time, handled) SELECT tenant_id, queue_id, channel, interval_start,"
             " SUM(CASE WHEN answered_at < ? THEN ? - answered_at ELSE 0 END), COUNT(*)"
-            f" FROM rm_metric_conversations WHERE id IN {marks} AND answered_at IS NOT NULL"
+            f" FROM rm_metric_conversations WHERE id {ids} AND answered_at IS NOT NULL"
             " AND queue_id IS NOT NULL AND interval_start IS NOT NULL"
             " GROUP BY tenant_id, queue_id, channel, interval_start"
             " ON CONFLICT (tenant_id, queue_id, channel, interval_start) DO UPDATE SET"
             " handle_time = rm_metric_intervals.handle_time + excluded.handle_time,"
             " handled = rm_metric_intervals.handled + excluded.handled",
-            (at, at, *ids),
+            (at, at, *params),
         )
         tx.execute(
             "UPDATE rm_metric_conversations SET answered_at = NULL, agent_id = NULL,"
-            f" offered_at = NULL WHERE id IN {marks} AND answered_at IS NOT NULL",
-            ids,
+            f" offered_at = NULL WHERE id {ids} AND answered_at IS NOT NULL",
+            params,
         )
 
 

@@ -27,9 +27,9 @@ from projections.base import (
     from_micros,
     handles,
     handles_run,
-    in_marks,
     loads,
     micros,
+    one_of,
 )
 
 _SCOPE_KEYS = (
@@ -132,14 +132,15 @@ class RetentionLedgerProjection(Projection):
     def _touch_many(self, tx: Tx, scope_ids: list[str], moment: int) -> None:
         """As :meth:`_touch` of each scope (one moment), in one statement."""
         later = "status = 'noticed' AND noticed_at < ?"
+        ids, params = one_of(tx, scope_ids)
         tx.execute(
             "UPDATE rm_retention_scopes SET anchor_at = CASE WHEN anchor_at IS NULL"
             " OR anchor_at < ? THEN ? ELSE anchor_at END,"
             f" notice_delete_after = CASE WHEN {later} THEN NULL ELSE notice_delete_after END,"
             f" noticed_at = CASE WHEN {later} THEN NULL ELSE noticed_at END,"
             f" status = CASE WHEN {later} THEN 'live' ELSE status END"
-            f" WHERE scope_id IN {in_marks(scope_ids)} AND status != 'erased'",
-            (moment, moment, moment, moment, moment, *scope_ids),
+            f" WHERE scope_id {ids} AND status != 'erased'",
+            (moment, moment, moment, moment, moment, *params),
         )
 
     def _touch_contact(self, tx: Tx, contact_id: str) -> None:
@@ -168,7 +169,7 @@ class RetentionLedgerProjection(Projection):
         self, tx: Tx, event: Any, scope_ids: list[str], rule: str, request_id: UUID | None
     ) -> None:
         at = micros(event.at)
-        marks = ", ".join("?" * len(scope_ids))
+        ids, params = one_of(tx, scope_ids)
         # The deletion records first, from the scopes' rows while they are not yet erased
         # (no row, or already erased: nothing is recorded, nothing changes). One statement
         # for all the event's scopes: an erasure's statements are what it costs.
@@ -176,13 +177,13 @@ class RetentionLedgerProjection(Projection):
             "INSERT INTO rm_retention_deletions (id, tenant_id, scope_kind, subject_id,"
             " category, rule, request_id, at) SELECT scope_id, ?, kind, subject_id,"
             " category, ?, ?, ? FROM rm_retention_scopes"
-            f" WHERE scope_id IN ({marks}) AND status != 'erased' ON CONFLICT (id) DO NOTHING",
+            f" WHERE scope_id {ids} AND status != 'erased' ON CONFLICT (id) DO NOTHING",
             (
                 str(event.tenant_id),
                 rule,
                 str(request_id) if request_id else None,
                 at,
-                *scope_ids,
+                *params,
             ),
         )
         # An erased scope's anchor is its erasure: what came before is gone, and what
@@ -190,8 +191,8 @@ class RetentionLedgerProjection(Projection):
         tx.execute(
             "UPDATE rm_retention_scopes SET status = 'erased', erased_at = ?, anchor_at = ?,"
             " notice_delete_after = NULL, noticed_at = NULL"
-            f" WHERE scope_id IN ({marks}) AND status != 'erased'",
-            (at, at, *scope_ids),
+            f" WHERE scope_id {ids} AND status != 'erased'",
+            (at, at, *params),
         )
 
     # -- tenants -----------------------------------------------------------------------
@@ -365,6 +366,7 @@ class RetentionLedgerProjection(Projection):
         conversations = [str(e.originator_id) for e, _ in run]
         scopes = [f"conversation:{c}" for c in conversations]
         moment = micros(run[0][0].at)
+        ids, params = one_of(tx, scopes)
         self._touch_many(tx, [*scopes, *(f"visitor-network:{c}" for c in conversations)], moment)
         # each contact's latest conversation activity, found through the contact index
         # from the contact's own row (a join here makes PostgreSQL scan the table)
@@ -381,8 +383,8 @@ class RetentionLedgerProjection(Projection):
             f" noticed_at = CASE WHEN {later} THEN NULL ELSE noticed_at END,"
             f" status = CASE WHEN {later} THEN 'live' ELSE status END"
             " WHERE scope_id IN (SELECT 'contact:' || contact_id FROM rm_retention_scopes"
-            f" WHERE scope_id IN {in_marks(scopes)}) AND status != 'erased' AND {v} IS NOT NULL",
-            scopes,
+            f" WHERE scope_id {ids}) AND status != 'erased' AND {v} IS NOT NULL",
+            params,
         )
 
     @handles(Conversation.ContentErased)

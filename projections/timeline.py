@@ -14,8 +14,8 @@ from projections.base import (
     dumps,
     handles,
     handles_run,
-    in_marks,
     micros,
+    one_of,
     sealed_text,
     values_cte,
 )
@@ -97,15 +97,26 @@ class TimelineProjection(Projection):
             )
             for e, position in run
         ]
+        if tx.dialect == "postgres":  # one array a column: few parameters to parse
+            prefix = ""
+            source = (
+                "unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[])"
+                f" AS v ({', '.join(columns)})"
+            )
+            # the kind comes first in the statement, then the arrays
+            params: list[Any] = [kind, *(list(column) for column in zip(*rows, strict=True))]
+        else:
+            prefix = values_cte("v", columns, rows) + " "
+            source = "v"
+            params = [*(value for row in rows for value in row), kind]
         tx.execute(
-            values_cte("v", columns, rows)
-            + " INSERT INTO rm_timeline (id, tenant_id, contact_id, conversation_id, channel,"
-            " kind, direction, content, detail, occurred_at, position)"
+            prefix + "INSERT INTO rm_timeline (id, tenant_id, contact_id, conversation_id,"
+            " channel, kind, direction, content, detail, occurred_at, position)"
             " SELECT v.id, v.tenant_id, c.contact_id, v.conversation_id, c.channel, ?, NULL,"
             " NULL, v.detail, v.occurred_at, v.position"
-            " FROM v, rm_timeline_conversations c WHERE c.id = v.conversation_id"
+            f" FROM {source}, rm_timeline_conversations c WHERE c.id = v.conversation_id"
             " ON CONFLICT (id) DO NOTHING",
-            [*(value for row in rows for value in row), kind],
+            params,
         )
 
     @handles(Conversation.Opened)
@@ -238,10 +249,8 @@ class TimelineProjection(Projection):
 
     @handles_run(Conversation.ContentErased)
     def _contents_erased(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
-        ids = [str(e.originator_id) for e, _ in run]
-        tx.execute(
-            f"UPDATE rm_timeline SET content = NULL WHERE conversation_id IN {in_marks(ids)}", ids
-        )
+        ids, params = one_of(tx, [str(e.originator_id) for e, _ in run])
+        tx.execute(f"UPDATE rm_timeline SET content = NULL WHERE conversation_id {ids}", params)
         self._entries(tx, run, "erased", lambda e: {"reason": e.reason})
 
     @handles(Conversation.MarkedPending)
