@@ -104,7 +104,12 @@ class ChannelActivityProjection(Projection):
     @handles_run(Conversation.ContentErased)
     def _erased_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
         ids, params = one_of(tx, [str(e.originator_id) for e, _ in run])
-        tx.execute(f"UPDATE rm_call_events SET payload = NULL WHERE conversation_id {ids}", params)
+        # rows already blank are left alone (on PostgreSQL an update writes a new row)
+        tx.execute(
+            "UPDATE rm_call_events SET payload = NULL"
+            f" WHERE conversation_id {ids} AND payload IS NOT NULL",
+            params,
+        )
         tx.execute(f"DELETE FROM rm_visitor_networks WHERE conversation_id {ids}", params)
 
     @handles(VisitorBlock.Created)

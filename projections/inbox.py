@@ -230,7 +230,9 @@ class InboxProjection(Projection):
         ids, params = one_of(tx, [str(e.originator_id) for e, _ in run])
         tx.execute(f"UPDATE rm_conversations SET last_message = NULL WHERE id {ids}", params)
         tx.execute(
-            f"UPDATE rm_messages SET content = NULL, body = NULL WHERE conversation_id {ids}",
+            # rows already blank are left alone (on PostgreSQL an update writes a new row)
+            "UPDATE rm_messages SET content = NULL, body = NULL"
+            f" WHERE conversation_id {ids} AND (content IS NOT NULL OR body IS NOT NULL)",
             params,
         )
 

@@ -243,14 +243,22 @@ class TimelineProjection(Projection):
     def _content_erased(self, tx: Tx, e: Conversation.ContentErased, position: int) -> None:
         conversation_id = str(e.originator_id)
         tx.execute(
-            "UPDATE rm_timeline SET content = NULL WHERE conversation_id = ?", (conversation_id,)
+            "UPDATE rm_timeline SET content = NULL WHERE conversation_id = ?"
+            " AND content IS NOT NULL",
+            (conversation_id,),
         )
         self._entry(tx, e, position, "erased", detail={"reason": e.reason})
 
     @handles_run(Conversation.ContentErased)
     def _contents_erased(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
         ids, params = one_of(tx, [str(e.originator_id) for e, _ in run])
-        tx.execute(f"UPDATE rm_timeline SET content = NULL WHERE conversation_id {ids}", params)
+        # entries without content (status changes, this run's own) are left alone: on
+        # PostgreSQL an update writes a new row version even when nothing changes
+        tx.execute(
+            "UPDATE rm_timeline SET content = NULL"
+            f" WHERE conversation_id {ids} AND content IS NOT NULL",
+            params,
+        )
         self._entries(tx, run, "erased", lambda e: {"reason": e.reason})
 
     @handles(Conversation.MarkedPending)
