@@ -48,31 +48,17 @@ def _interleaved(events: list[tuple[int, Any]], rng: random.Random | None) -> li
     return out
 
 
-def _apply(
-    runtime: Runtime, path: Path, events: list[Any], *, batch: int = 0
-) -> dict[str, list[tuple[Any, ...]]]:
-    """Apply ``events`` one at a time (``apply``), or with ``batch`` as the feed does:
-    that many at a time through ``apply_all``, which takes runs of one command's events
-    together."""
+def _apply(runtime: Runtime, path: Path, events: list[Any]) -> dict[str, list[tuple[Any, ...]]]:
     db = SQLiteDatabase(str(path))
     projections = partitioned_projections(runtime.vault)
     try:
         with db.transaction() as tx:
             for projection in projections:
                 projection.setup(tx)
-            if batch:
-                for start in range(0, len(events), batch):
-                    chunk = events[start : start + batch]
-                    for projection in projections:
-                        projection.apply_all(
-                            tx,
-                            [(e, p) for p, e in chunk if projection.interested_in(type(e))],
-                        )
-            else:
-                for position, event in events:
-                    for projection in projections:
-                        if projection.interested_in(type(event)):
-                            projection.apply(tx, event, position)
+            for position, event in events:
+                for projection in projections:
+                    if projection.interested_in(type(event)):
+                        projection.apply(tx, event, position)
         dump: dict[str, list[tuple[Any, ...]]] = {}
         with db.read() as tx:
             for projection in projections:
