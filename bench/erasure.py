@@ -14,7 +14,7 @@ data that fell due; its rate is scopes erased per second.
 
     ./dev bench erasure [--backend sqlite|postgres|both] [--sizes 10000,1000000]
                         [--subjects 20] [--conversations 50] [--batch 2000]
-                        [--data-dir DIR [--reuse]]
+                        [--data-dir DIR [--reuse]] [--no-freeze]
 
 With --data-dir the filled stores are kept under DIR (SQLite files, or a PostgreSQL
 cluster kept there) with a manifest.json beside each: the subjects' contact ids, the
@@ -48,7 +48,7 @@ from contact_centre.clock import ManualClock
 from contact_centre.interaction import Channel, Direction, Identity, IdentityKind, Interaction
 from infra.config import Settings
 from infra.localpg import LocalPostgres
-from infra.runtime import Runtime, build
+from infra.runtime import Runtime, build, freeze_startup_heap
 from infra.scheduler import TickerRunner
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -391,6 +391,7 @@ def measure(
     reuse: bool = False,
     batch: int = BATCH,
     cache: str = "as-found",
+    freeze: bool = True,
 ) -> dict[str, float]:
     with prepared(
         name, size, subjects, conversations, data_dir=data_dir, reuse=reuse, batch=batch
@@ -410,6 +411,8 @@ def measure(
             t = time.perf_counter()
             rt.catch_up()
             print(f"  caught up in {time.perf_counter() - t:,.1f} s")
+            if freeze:
+                freeze_startup_heap()  # as `serve` does once started
             background.start()
             _warm_up(rt, tenant)
             on_sqlite = store.settings.database_url is None
@@ -474,6 +477,11 @@ def main() -> None:
         " once first), cold (dropped before each erasure: every page it needs is read"
         " from storage)",
     )
+    parser.add_argument(
+        "--no-freeze",
+        action="store_true",
+        help="leave the start-up heap to the cyclic collector (serve freezes it)",
+    )
     args = parser.parse_args()
     if args.reuse and args.data_dir is None:
         parser.error("--reuse needs --data-dir")
@@ -492,6 +500,7 @@ def main() -> None:
                 reuse=args.reuse,
                 batch=args.batch,
                 cache=args.cache,
+                freeze=not args.no_freeze,
             )
             rows.append((name, result))
     print()

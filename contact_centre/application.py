@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 from uuid import UUID, SafeUUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     ApplicationRecorder,
@@ -259,7 +259,12 @@ class UnitOfWork:
             return
         mapper = self.app.mapper
         for aggregate_id, stored in select_many(missing).items():
-            aggregate = project_aggregate(None, [mapper.to_domain_event(e) for e in stored])
+            # as project_aggregate, without its isinstance check against a runtime
+            # Protocol per event (Python 3.11 takes ~20 us for each: 2 ms an erasure)
+            aggregate: Any = None
+            for stored_event in stored:
+                event: Any = mapper.to_domain_event(stored_event)
+                aggregate = event.mutate(aggregate)
             if aggregate is not None:
                 self._aggregates[aggregate_id] = aggregate
 

@@ -20,7 +20,7 @@ from contact_centre.compliance import HoldTarget
 from contact_centre.errors import DomainError
 from infra.config import ConfigError, Settings
 from infra.kafka.commands import add_commands as add_worker_commands
-from infra.runtime import build
+from infra.runtime import build, freeze_startup_heap
 from projections import retention as ledger
 
 if TYPE_CHECKING:
@@ -101,6 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _configure_logging(settings)
     runtime = build(settings)
     app = create_app(runtime)
+    freeze_startup_heap()
 
     async def announce(base: str) -> None:
         mode = "PostgreSQL" if settings.is_scaled else f"SQLite in {settings.data_dir}"

@@ -184,8 +184,7 @@ class ProjectionConsumer:
         self, tx: Tx, items: Sequence[FeedItem], last_position: int, partition: int = LOG_PARTITION
     ) -> None:
         """Apply ``items`` and advance the position to ``last_position`` in ``tx``."""
-        for item in items:
-            self.projection.apply(tx, item.event, item.position)
+        self.projection.apply_all(tx, [(item.event, item.position) for item in items])
         write_tracking(tx, self.name, partition, last_position)
 
     def apply_in(
@@ -196,8 +195,7 @@ class ProjectionConsumer:
         if stored is None:
             self.apply(tx, items, last_position)
             return
-        for item in items:
-            self.projection.apply(tx, item.event, item.position)
+        self.projection.apply_all(tx, [(item.event, item.position) for item in items])
         tx.execute(
             "UPDATE cc_tracking SET position = ? WHERE consumer = ? AND partition = ?",
             (last_position, self.name, LOG_PARTITION),

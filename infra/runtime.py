@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -257,6 +258,16 @@ class Runtime:
             read = sum(self.feed.catch_up(c) for c in consumers)
             if read == 0:
                 return
+
+
+def freeze_startup_heap() -> None:
+    """Keep what start-up made (modules, classes, functions, the runtime's parts) out of
+    the cyclic collector's full passes: it lives as long as the process, and rescanning
+    it (some 100,000 objects) made a full pass cost 75-140 ms on this project's test box,
+    a pause that lands on whichever request is running (one erasure in twenty). Objects
+    made later are collected as before."""
+    gc.collect()
+    gc.freeze()
 
 
 def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:

@@ -93,10 +93,17 @@ def _apply_index_ops(
                 params,
             )
         elif kind is IndexOpKind.DELETE:
-            for op in run:
+            if p == "%s":  # PostgreSQL: two arrays (psycopg parses 100 parameters slowly)
                 cursor.execute(
-                    f"DELETE FROM {INDEX_TABLE} WHERE namespace = {p} AND key = {p}",
-                    (op.namespace, op.key),
+                    f"DELETE FROM {INDEX_TABLE} WHERE (namespace, key) IN"
+                    " (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                    ([op.namespace for op in run], [op.key for op in run]),
+                )
+            else:
+                keys = ", ".join([f"({p}, {p})"] * len(run))
+                cursor.execute(
+                    f"DELETE FROM {INDEX_TABLE} WHERE (namespace, key) IN (VALUES {keys})",
+                    [v for op in run for v in (op.namespace, op.key)],
                 )
         elif kind is IndexOpKind.DELETE_PREFIX:
             for op in run:

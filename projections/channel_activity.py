@@ -8,7 +8,7 @@ from typing import Any
 
 from contact_centre.blocks import VisitorBlock
 from contact_centre.conversations import Conversation
-from projections.base import Projection, Tx, handles, micros, sealed_text
+from projections.base import Projection, Tx, handles, handles_run, micros, one_of, sealed_text
 
 
 def _entry_id(e: Any) -> str:
@@ -99,11 +99,18 @@ class ChannelActivityProjection(Projection):
     @handles(Conversation.ContentErased)
     def _erased(self, tx: Tx, e: Conversation.ContentErased, position: int) -> None:
         """Recordings, transcripts and the visitor's network data go with the content."""
-        conversation_id = str(e.originator_id)
+        self._erased_run(tx, [(e, position)])
+
+    @handles_run(Conversation.ContentErased)
+    def _erased_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        ids, params = one_of(tx, [str(e.originator_id) for e, _ in run])
+        # rows already blank are left alone (on PostgreSQL an update writes a new row)
         tx.execute(
-            "UPDATE rm_call_events SET payload = NULL WHERE conversation_id = ?", (conversation_id,)
+            "UPDATE rm_call_events SET payload = NULL"
+            f" WHERE conversation_id {ids} AND payload IS NOT NULL",
+            params,
         )
-        tx.execute("DELETE FROM rm_visitor_networks WHERE conversation_id = ?", (conversation_id,))
+        tx.execute(f"DELETE FROM rm_visitor_networks WHERE conversation_id {ids}", params)
 
     @handles(VisitorBlock.Created)
     def _blocked(self, tx: Tx, e: VisitorBlock.Created, position: int) -> None:

@@ -17,7 +17,17 @@ from uuid import UUID
 from contact_centre.contacts import Contact
 from contact_centre.conversations import Conversation, ConversationStatus
 from contact_centre.privacy import Sealed, Sealer
-from projections.base import Projection, Tx, dumps, handles, loads, micros, sealed_text
+from projections.base import (
+    Projection,
+    Tx,
+    dumps,
+    handles,
+    handles_run,
+    loads,
+    micros,
+    one_of,
+    sealed_text,
+)
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 MIN_PREFIX = 2
@@ -303,17 +313,29 @@ class CrmProjection(Projection):
     def _sent(self, tx: Tx, e: Conversation.MessageSent, position: int) -> None:
         self._contacted(tx, str(e.originator_id), micros(e.at))
 
-    def _status(self, tx: Tx, conversation_id: str, status: ConversationStatus) -> None:
-        found = self._contact_of(tx, conversation_id)
-        if found is None:
-            return
-        contact_id, before = found
+    def _status(self, tx: Tx, conversation_id: str | list[str], status: ConversationStatus) -> None:
+        """The conversations' status, and their contacts' totals where a conversation goes
+        from open to not open or back: nothing read back (no round trip on PostgreSQL).
+        The totals are counted first, with the new status in place of the old, from the
+        contacts of those that change sides; then the status is written."""
+        if isinstance(conversation_id, str):
+            ids, params = "= ?", [conversation_id]
+        else:
+            ids, params = one_of(tx, conversation_id)
+        other_side = "NOT IN" if status.value in _OPEN else "IN"
         tx.execute(
-            "UPDATE rm_crm_conversations SET status = ? WHERE id = ?",
-            (status.value, conversation_id),
+            "UPDATE rm_crm_contacts SET (total_conversations, open_conversations,"
+            " first_contact_at, last_contact_at) = (SELECT COUNT(*),"
+            f" COUNT(CASE WHEN (CASE WHEN c.id {ids} THEN ? ELSE c.status END)"
+            f" IN {_OPEN_SQL} THEN 1 END), MIN(c.first_at), MAX(c.last_at)"
+            " FROM rm_crm_conversations c WHERE c.contact_id = rm_crm_contacts.id)"
+            " WHERE id IN (SELECT contact_id FROM rm_crm_conversations"
+            f" WHERE id {ids} AND status {other_side} {_OPEN_SQL})",
+            (*params, status.value, *params),
         )
-        if (status.value in _OPEN) != (before in _OPEN):
-            self._totals(tx, contact_id)
+        tx.execute(
+            f"UPDATE rm_crm_conversations SET status = ? WHERE id {ids}", (status.value, *params)
+        )
 
     @handles(Conversation.ContactChanged)
     def _contact_changed(self, tx: Tx, e: Conversation.ContactChanged, position: int) -> None:
@@ -341,6 +363,10 @@ class CrmProjection(Projection):
     @handles(Conversation.Closed)
     def _closed(self, tx: Tx, e: Any, position: int) -> None:
         self._status(tx, str(e.originator_id), ConversationStatus.CLOSED)
+
+    @handles_run(Conversation.Closed)
+    def _closed_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        self._status(tx, [str(e.originator_id) for e, _ in run], ConversationStatus.CLOSED)
 
 
 # -- queries -------------------------------------------------------------------------------

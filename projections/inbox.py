@@ -11,7 +11,17 @@ from typing import Any
 
 from contact_centre.contacts import Contact
 from contact_centre.conversations import Conversation, ConversationStatus
-from projections.base import Projection, Tx, dumps, handles, loads, micros, sealed_text
+from projections.base import (
+    Projection,
+    Tx,
+    dumps,
+    handles,
+    handles_run,
+    loads,
+    micros,
+    one_of,
+    sealed_text,
+)
 
 _STILL_WAITING = (ConversationStatus.OPEN, ConversationStatus.PENDING)
 
@@ -216,13 +226,17 @@ class InboxProjection(Projection):
 
     @handles(Conversation.ContentErased)
     def _content_erased(self, tx: Tx, e: Conversation.ContentErased, position: int) -> None:
-        conversation_id = str(e.originator_id)
+        self._contents_erased(tx, [(e, position)])
+
+    @handles_run(Conversation.ContentErased)
+    def _contents_erased(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        ids, params = one_of(tx, [str(e.originator_id) for e, _ in run])
+        tx.execute(f"UPDATE rm_conversations SET last_message = NULL WHERE id {ids}", params)
         tx.execute(
-            "UPDATE rm_conversations SET last_message = NULL WHERE id = ?", (conversation_id,)
-        )
-        tx.execute(
-            "UPDATE rm_messages SET content = NULL, body = NULL WHERE conversation_id = ?",
-            (conversation_id,),
+            # rows already blank are left alone (on PostgreSQL an update writes a new row)
+            "UPDATE rm_messages SET content = NULL, body = NULL"
+            f" WHERE conversation_id {ids} AND (content IS NOT NULL OR body IS NOT NULL)",
+            params,
         )
 
     @handles(Contact.MergedInto)
@@ -259,13 +273,19 @@ class InboxProjection(Projection):
             (micros(e.at), str(e.originator_id)),
         )
 
-    def _status(self, tx: Tx, conversation_id: str, status: ConversationStatus, at: int) -> None:
+    def _status(
+        self, tx: Tx, conversation_id: str | list[str], status: ConversationStatus, at: int
+    ) -> None:
         # Resolved and closed conversations wait for nobody.
         waiting = "waiting_since" if status in _STILL_WAITING else "NULL"
+        if isinstance(conversation_id, str):
+            ids, params = "= ?", [conversation_id]
+        else:
+            ids, params = one_of(tx, conversation_id)
         tx.execute(
             f"UPDATE rm_conversations SET status = ?, updated_at = ?, waiting_since = {waiting}"
-            " WHERE id = ?",
-            (status.value, at, conversation_id),
+            f" WHERE id {ids}",
+            (status.value, at, *params),
         )
 
     @handles(Conversation.MarkedPending)
@@ -283,6 +303,16 @@ class InboxProjection(Projection):
     @handles(Conversation.Closed)
     def _closed(self, tx: Tx, e: Conversation.Closed, position: int) -> None:
         self._status(tx, str(e.originator_id), ConversationStatus.CLOSED, micros(e.at))
+
+    @handles_run(Conversation.Closed)
+    def _closed_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        """A run's events have one time: one statement for all their conversations."""
+        self._status(
+            tx,
+            [str(e.originator_id) for e, _ in run],
+            ConversationStatus.CLOSED,
+            micros(run[0][0].at),
+        )
 
 
 # -- queries -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 from contact_centre.conversations import Conversation
 from contact_centre.interaction import Channel
 from contact_centre.staff import Agent, Queue, default_sl_threshold
-from projections.base import Projection, Tx, handles, micros
+from projections.base import Projection, Tx, handles, handles_run, micros, one_of
 
 INTERVAL = 15 * 60 * 1_000_000  # 15 minutes, in microseconds
 
@@ -330,24 +330,31 @@ class MetricsProjection(Projection):
 
     @handles(Conversation.Resolved, Conversation.Closed)
     def _ended(self, tx: Tx, e: Any, position: int) -> None:
-        conversation_id = str(e.originator_id)
-        state = self._conversation(tx, conversation_id)
-        if state is None or state["answered_at"] is None:
-            return
-        if state["queue_id"] is not None and state["interval_start"] is not None:
-            self._bump(
-                tx,
-                state["tenant_id"],
-                state["queue_id"],
-                state["channel"],
-                int(state["interval_start"]),
-                handled=1,
-                handle_time=max(0, micros(e.at) - int(state["answered_at"])),
-            )
+        self._ended_run(tx, [(e, position)])
+
+    @handles_run(Conversation.Resolved, Conversation.Closed)
+    def _ended_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        """Answered conversations end: their handling counts in their queue's interval,
+        and they are no longer being handled. From their rows, in the statements: nothing
+        read back (no round trip on PostgreSQL). A run's events have one time."""
+        ids, params = one_of(tx, [str(e.originator_id) for e, _ in run])
+        at = micros(run[0][0].at)
+        tx.execute(
+            "INSERT INTO rm_metric_intervals (tenant_id, queue_id, channel, interval_start,"
+            " handle_time, handled) SELECT tenant_id, queue_id, channel, interval_start,"
+            " SUM(CASE WHEN answered_at < ? THEN ? - answered_at ELSE 0 END), COUNT(*)"
+            f" FROM rm_metric_conversations WHERE id {ids} AND answered_at IS NOT NULL"
+            " AND queue_id IS NOT NULL AND interval_start IS NOT NULL"
+            " GROUP BY tenant_id, queue_id, channel, interval_start"
+            " ON CONFLICT (tenant_id, queue_id, channel, interval_start) DO UPDATE SET"
+            " handle_time = rm_metric_intervals.handle_time + excluded.handle_time,"
+            " handled = rm_metric_intervals.handled + excluded.handled",
+            (at, at, *params),
+        )
         tx.execute(
             "UPDATE rm_metric_conversations SET answered_at = NULL, agent_id = NULL,"
-            " offered_at = NULL WHERE id = ?",
-            (conversation_id,),
+            f" offered_at = NULL WHERE id {ids} AND answered_at IS NOT NULL",
+            params,
         )
 
 

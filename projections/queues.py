@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from contact_centre.conversations import Conversation
-from projections.base import Projection, Tx, handles, micros
+from projections.base import Projection, Tx, handles, handles_run, micros, one_of
 
 
 class QueueStateProjection(Projection):
@@ -67,6 +67,11 @@ class QueueStateProjection(Projection):
     @handles(Conversation.Abandoned, Conversation.Resolved, Conversation.Closed)
     def _left(self, tx: Tx, e: Any, position: int) -> None:
         self._done(tx, str(e.originator_id))
+
+    @handles_run(Conversation.Abandoned, Conversation.Resolved, Conversation.Closed)
+    def _left_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        ids, params = one_of(tx, [str(e.originator_id) for e, _ in run])
+        tx.execute(f"DELETE FROM rm_queue_waiting WHERE conversation_id {ids}", params)
 
 
 WAITING_KEYS = ("conversation_id", "queue_id", "channel", "priority", "waiting_since", "queued_at")

@@ -20,7 +20,17 @@ from contact_centre.privacy import ScopeKind
 from contact_centre.retention import Category, RetentionPolicy
 from contact_centre.staff import Agent
 from contact_centre.tenancy import Tenant
-from projections.base import Projection, Tx, dumps, from_micros, handles, loads, micros
+from projections.base import (
+    Projection,
+    Tx,
+    dumps,
+    from_micros,
+    handles,
+    handles_run,
+    loads,
+    micros,
+    one_of,
+)
 
 _SCOPE_KEYS = (
     "scope_id",
@@ -122,6 +132,20 @@ class RetentionLedgerProjection(Projection):
             (moment, moment, moment, moment, moment, *ids),
         )
 
+    def _touch_many(self, tx: Tx, scope_ids: list[str], moment: int) -> None:
+        """As :meth:`_touch` of each scope (one moment), in one statement."""
+        later = "status = 'noticed' AND noticed_at < ?"
+        ids, params = one_of(tx, scope_ids)
+        tx.execute(
+            "UPDATE rm_retention_scopes SET anchor_at = CASE WHEN anchor_at IS NULL"
+            " OR anchor_at < ? THEN ? ELSE anchor_at END,"
+            f" notice_delete_after = CASE WHEN {later} THEN NULL ELSE notice_delete_after END,"
+            f" noticed_at = CASE WHEN {later} THEN NULL ELSE noticed_at END,"
+            f" status = CASE WHEN {later} THEN 'live' ELSE status END"
+            f" WHERE scope_id {ids} AND status != 'erased'",
+            (moment, moment, moment, moment, moment, *params),
+        )
+
     def _touch_contact(self, tx: Tx, contact_id: str) -> None:
         """The contact's anchor takes in the latest activity of its conversations."""
         self._touch_contact_of(tx, "?", contact_id)
@@ -148,7 +172,7 @@ class RetentionLedgerProjection(Projection):
         self, tx: Tx, event: Any, scope_ids: list[str], rule: str, request_id: UUID | None
     ) -> None:
         at = micros(event.at)
-        marks = ", ".join("?" * len(scope_ids))
+        ids, params = one_of(tx, scope_ids)
         # The deletion records first, from the scopes' rows while they are not yet erased
         # (no row, or already erased: nothing is recorded, nothing changes). One statement
         # for all the event's scopes: an erasure's statements are what it costs.
@@ -156,13 +180,13 @@ class RetentionLedgerProjection(Projection):
             "INSERT INTO rm_retention_deletions (id, tenant_id, scope_kind, subject_id,"
             " category, rule, request_id, at) SELECT scope_id, ?, kind, subject_id,"
             " category, ?, ?, ? FROM rm_retention_scopes"
-            f" WHERE scope_id IN ({marks}) AND status != 'erased' ON CONFLICT (id) DO NOTHING",
+            f" WHERE scope_id {ids} AND status != 'erased' ON CONFLICT (id) DO NOTHING",
             (
                 str(event.tenant_id),
                 rule,
                 str(request_id) if request_id else None,
                 at,
-                *scope_ids,
+                *params,
             ),
         )
         # An erased scope's anchor is its erasure: what came before is gone, and what
@@ -170,8 +194,8 @@ class RetentionLedgerProjection(Projection):
         tx.execute(
             "UPDATE rm_retention_scopes SET status = 'erased', erased_at = ?, anchor_at = ?,"
             " notice_delete_after = NULL, noticed_at = NULL"
-            f" WHERE scope_id IN ({marks}) AND status != 'erased'",
-            (at, at, *scope_ids),
+            f" WHERE scope_id {ids} AND status != 'erased'",
+            (at, at, *params),
         )
 
     # -- tenants -----------------------------------------------------------------------
@@ -337,6 +361,36 @@ class RetentionLedgerProjection(Projection):
     def _activity(self, tx: Tx, e: Any, position: int) -> None:
         self._conversation_activity(tx, str(e.originator_id), micros(e.at))
 
+    @handles_run(Conversation.Closed)
+    def _closed_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        """As :meth:`_activity` for each (a run's events have one time): the
+        conversations' scopes move to it in one statement, then each of their contacts
+        takes in the latest of its conversations once. Touches only move anchors forward,
+        so the contact's anchor after the last one is what it would be after each."""
+        conversations = [str(e.originator_id) for e, _ in run]
+        scopes = [f"conversation:{c}" for c in conversations]
+        moment = micros(run[0][0].at)
+        ids, params = one_of(tx, scopes)
+        self._touch_many(tx, [*scopes, *(f"visitor-network:{c}" for c in conversations)], moment)
+        # each contact's latest conversation activity, found through the contact index
+        # from the contact's own row (a join here makes PostgreSQL scan the table)
+        kind = ScopeKind.CONVERSATION.value
+        v = (
+            "(SELECT MAX(c.anchor_at) FROM rm_retention_scopes c WHERE c.contact_id ="
+            f" substr(rm_retention_scopes.scope_id, 9) AND c.kind = '{kind}')"
+        )
+        later = f"status = 'noticed' AND noticed_at < {v}"
+        tx.execute(
+            f"UPDATE rm_retention_scopes SET anchor_at = CASE WHEN anchor_at IS NULL"
+            f" OR anchor_at < {v} THEN {v} ELSE anchor_at END,"
+            f" notice_delete_after = CASE WHEN {later} THEN NULL ELSE notice_delete_after END,"
+            f" noticed_at = CASE WHEN {later} THEN NULL ELSE noticed_at END,"
+            f" status = CASE WHEN {later} THEN 'live' ELSE status END"
+            " WHERE scope_id IN (SELECT 'contact:' || contact_id FROM rm_retention_scopes"
+            f" WHERE scope_id {ids}) AND status != 'erased' AND {v} IS NOT NULL",
+            params,
+        )
+
     @handles(Conversation.ContentErased)
     def _content_erased(self, tx: Tx, e: Conversation.ContentErased, position: int) -> None:
         conversation = str(e.originator_id)
@@ -347,6 +401,18 @@ class RetentionLedgerProjection(Projection):
             e.reason,
             e.request_id,
         )
+
+    @handles_run(Conversation.ContentErased)
+    def _contents_erased(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        """As :meth:`_content_erased` for each: their rows are their own scopes'."""
+        by_cause: dict[tuple[str, UUID | None], list[str]] = {}
+        for e, _ in run:
+            conversation = str(e.originator_id)
+            by_cause.setdefault((e.reason, e.request_id), []).extend(
+                [f"conversation:{conversation}", f"visitor-network:{conversation}"]
+            )
+        for (reason, request_id), scope_ids in by_cause.items():
+            self._erased(tx, run[0][0], scope_ids, reason, request_id)
 
     # -- agents ------------------------------------------------------------------------
     @handles(Agent.Created)

@@ -4,11 +4,21 @@ channels add them, calls with their duration and voicemails)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from contact_centre.conversations import Conversation
-from projections.base import Projection, Tx, dumps, handles, micros, sealed_text
+from projections.base import (
+    Projection,
+    Tx,
+    dumps,
+    handles,
+    handles_run,
+    micros,
+    one_of,
+    sealed_text,
+    values_cte,
+)
 
 
 class TimelineProjection(Projection):
@@ -68,6 +78,49 @@ class TimelineProjection(Projection):
                 position,
                 conversation_id,
             ),
+        )
+
+    def _entries(
+        self,
+        tx: Tx,
+        run: list[tuple[Any, int]],
+        kind: str,
+        detail: Callable[[Any], dict[str, Any]],
+    ) -> None:
+        """As :meth:`_entry` (no direction, no content, at the event's time) for each event
+        of a run, in one statement."""
+        columns = ("id", "tenant_id", "conversation_id", "detail", "occurred_at", "position")
+        rows = [
+            (
+                f"{e.originator_id}:{e.originator_version}",
+                str(e.tenant_id),
+                str(e.originator_id),
+                dumps(detail(e)),
+                micros(e.at),
+                position,
+            )
+            for e, position in run
+        ]
+        if tx.dialect == "postgres":  # one array a column: few parameters to parse
+            prefix = ""
+            source = (
+                "unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[])"
+                f" AS v ({', '.join(columns)})"
+            )
+            # the kind comes first in the statement, then the arrays
+            params: list[Any] = [kind, *(list(column) for column in zip(*rows, strict=True))]
+        else:
+            prefix = values_cte("v", columns, rows) + " "
+            source = "v"
+            params = [*(value for row in rows for value in row), kind]
+        tx.execute(
+            prefix + "INSERT INTO rm_timeline (id, tenant_id, contact_id, conversation_id,"
+            " channel, kind, direction, content, detail, occurred_at, position)"
+            " SELECT v.id, v.tenant_id, c.contact_id, v.conversation_id, c.channel, ?, NULL,"
+            " NULL, v.detail, v.occurred_at, v.position"
+            f" FROM {source}, rm_timeline_conversations c WHERE c.id = v.conversation_id"
+            " ON CONFLICT (conversation_id, id) DO NOTHING",
+            params,
         )
 
     @handles(Conversation.Opened)
@@ -194,9 +247,23 @@ class TimelineProjection(Projection):
     def _content_erased(self, tx: Tx, e: Conversation.ContentErased, position: int) -> None:
         conversation_id = str(e.originator_id)
         tx.execute(
-            "UPDATE rm_timeline SET content = NULL WHERE conversation_id = ?", (conversation_id,)
+            "UPDATE rm_timeline SET content = NULL WHERE conversation_id = ?"
+            " AND content IS NOT NULL",
+            (conversation_id,),
         )
         self._entry(tx, e, position, "erased", detail={"reason": e.reason})
+
+    @handles_run(Conversation.ContentErased)
+    def _contents_erased(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        ids, params = one_of(tx, [str(e.originator_id) for e, _ in run])
+        # entries without content (status changes, this run's own) are left alone: on
+        # PostgreSQL an update writes a new row version even when nothing changes
+        tx.execute(
+            "UPDATE rm_timeline SET content = NULL"
+            f" WHERE conversation_id {ids} AND content IS NOT NULL",
+            params,
+        )
+        self._entries(tx, run, "erased", lambda e: {"reason": e.reason})
 
     @handles(Conversation.MarkedPending)
     def _pending(self, tx: Tx, e: Any, position: int) -> None:
@@ -215,6 +282,10 @@ class TimelineProjection(Projection):
     @handles(Conversation.Closed)
     def _closed(self, tx: Tx, e: Any, position: int) -> None:
         self._entry(tx, e, position, "status", detail={"status": "closed", "by": e.by})
+
+    @handles_run(Conversation.Closed)
+    def _closed_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        self._entries(tx, run, "status", lambda e: {"status": "closed", "by": e.by})
 
 
 TIMELINE_KEYS = (

@@ -12,9 +12,14 @@ from __future__ import annotations
 import random
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
-from infra.db import SQLiteDatabase
+import pytest
+
+from contact_centre.conversations import Conversation
+from infra.db import Database, PostgresDatabase, SQLiteDatabase
 from infra.runtime import Runtime, partitioned_projections
+from tests.conftest import BACKENDS
 
 
 def _events(runtime: Runtime) -> list[tuple[int, Any]]:
@@ -91,3 +96,82 @@ def test_every_read_model_is_the_same_whichever_aggregate_s_events_arrive_first(
             if other[table] != rows
         }
         assert not differing, f"{name}: {differing}"
+
+
+def _dump_after(
+    db: Database, projections: list[Any], events: list[Any], batch: int
+) -> dict[str, list[tuple[Any, ...]]]:
+    """The projections' rows after ``events``, applied to emptied tables one at a time
+    (``batch`` 0) or ``batch`` at a time through ``apply_all``, as the feed does."""
+    with db.transaction() as tx:
+        for projection in projections:
+            projection.reset(tx)
+        if batch:
+            for start in range(0, len(events), batch):
+                chunk = events[start : start + batch]
+                for projection in projections:
+                    projection.apply_all(
+                        tx, [(e, p) for p, e in chunk if projection.interested_in(type(e))]
+                    )
+        else:
+            for position, event in events:
+                for projection in projections:
+                    if projection.interested_in(type(event)):
+                        projection.apply(tx, event, position)
+    dump: dict[str, list[tuple[Any, ...]]] = {}
+    with db.read() as tx:
+        for projection in projections:
+            for table in projection.tables:
+                tx.execute(f"SELECT * FROM {table}")
+                dump[table] = sorted(tx.fetchall(), key=repr)
+    return dump
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_events_taken_in_runs_leave_the_same_rows_as_one_at_a_time(
+    recorded: Runtime, tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """An erasure's Closed and ContentErased events, taken a class at a time in set-based
+    statements, change the read models as each event on its own would."""
+    app = recorded.app
+    recorded.catch_up()
+    with recorded.readdb.read() as tx:
+        tx.execute("SELECT tenant_id, id FROM rm_crm_contacts ORDER BY id")
+        contacts = [(UUID(t), UUID(c)) for t, c in tx.fetchall()]
+    for tenant_id, contact_id in contacts:  # every conversation closed and erased in runs
+        app.run(
+            lambda uow, t=tenant_id, c=contact_id: app.erase_contact_in(
+                uow, t, c, "request:erasure"
+            )
+        )
+    events = _events(recorded)
+    erasures: dict[Any, int] = {}
+    for _, event in events:
+        if type(event) is Conversation.ContentErased:
+            erasures[event.at] = erasures.get(event.at, 0) + 1
+    assert max(erasures.values()) > 1  # positive control: one command erased several
+    db: Database = (
+        PostgresDatabase(request.getfixturevalue("postgres_url"))
+        if backend == "postgres"
+        else SQLiteDatabase(str(tmp_path / "runs.sqlite"))
+    )
+    projections = partitioned_projections(recorded.vault)
+    try:
+        with db.transaction() as tx:
+            for projection in projections:
+                projection.setup(tx)
+        one_by_one = _dump_after(db, projections, events, 0)
+        assert sum(map(len, one_by_one.values())) > 500
+        for batch in (len(events), 500, 7):
+            in_runs = _dump_after(db, projections, events, batch)
+            differing = {
+                table: (
+                    sorted(set(in_runs[table]) - set(rows), key=repr)[:2],
+                    sorted(set(rows) - set(in_runs[table]), key=repr)[:2],
+                )
+                for table, rows in one_by_one.items()
+                if in_runs[table] != rows
+            }
+            assert not differing, f"batches of {batch}: {differing}"
+    finally:
+        db.close()

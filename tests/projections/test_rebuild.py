@@ -101,10 +101,10 @@ def test_the_topic_filter_passes_every_event_a_projection_handles(
     for consumer in rt.consumers:
         projection = consumer.projection
 
-        def apply(tx: Any, event: Any, position: int, name: str = consumer.name) -> None:
-            got[name].append(position)
+        def apply_all(tx: Any, items: Any, name: str = consumer.name) -> None:
+            got[name].extend(position for _, position in items)
 
-        monkeypatch.setattr(projection, "apply", apply)
+        monkeypatch.setattr(projection, "apply_all", apply_all)
     rt.feed.rebuild_together(rt.consumers)
     for consumer in rt.consumers:
         handled = set(consumer.projection._handlers) | {Tenant.Purged}
