@@ -100,11 +100,18 @@ def _apply_index_ops(
                     ([op.namespace for op in run], [op.key for op in run]),
                 )
             else:
-                keys = ", ".join([f"({p}, {p})"] * len(run))
-                cursor.execute(
-                    f"DELETE FROM {INDEX_TABLE} WHERE (namespace, key) IN (VALUES {keys})",
-                    [v for op in run for v in (op.namespace, op.key)],
-                )
+                # a namespace at a time: SQLite finds rows by its key for `namespace = ?
+                # AND key IN (...)`, but reads the whole table for `(namespace, key) IN
+                # (VALUES ...)`
+                by_namespace: dict[str, list[str]] = {}
+                for op in run:
+                    by_namespace.setdefault(op.namespace, []).append(op.key)
+                for namespace, keys in by_namespace.items():
+                    cursor.execute(
+                        f"DELETE FROM {INDEX_TABLE} WHERE namespace = {p}"
+                        f" AND key IN ({', '.join([p] * len(keys))})",
+                        [namespace, *keys],
+                    )
         elif kind is IndexOpKind.DELETE_PREFIX:
             for op in run:
                 cursor.execute(
