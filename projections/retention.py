@@ -120,17 +120,7 @@ class RetentionLedgerProjection(Projection):
     def _touch(self, tx: Tx, scope_id: str, moment: int, also: str | None = None) -> None:
         """Activity moves the anchor forward (never back) and cancels an inactivity notice
         issued before it (of ``scope_id`` and, in the same statement, of ``also``)."""
-        later = "status = 'noticed' AND noticed_at < ?"
-        ids = (scope_id,) if also is None else (scope_id, also)
-        tx.execute(
-            "UPDATE rm_retention_scopes SET anchor_at = CASE WHEN anchor_at IS NULL"
-            " OR anchor_at < ? THEN ? ELSE anchor_at END,"
-            f" notice_delete_after = CASE WHEN {later} THEN NULL ELSE notice_delete_after END,"
-            f" noticed_at = CASE WHEN {later} THEN NULL ELSE noticed_at END,"
-            f" status = CASE WHEN {later} THEN 'live' ELSE status END"
-            f" WHERE scope_id IN ({', '.join('?' * len(ids))}) AND status != 'erased'",
-            (moment, moment, moment, moment, moment, *ids),
-        )
+        self._touch_many(tx, [scope_id] if also is None else [scope_id, also], moment)
 
     def _touch_many(self, tx: Tx, scope_ids: list[str], moment: int) -> None:
         """As :meth:`_touch` of each scope (one moment), in one statement."""

@@ -55,17 +55,7 @@ def _apply(runtime: Runtime, path: Path, events: list[Any]) -> dict[str, list[tu
         with db.transaction() as tx:
             for projection in projections:
                 projection.setup(tx)
-            for position, event in events:
-                for projection in projections:
-                    if projection.interested_in(type(event)):
-                        projection.apply(tx, event, position)
-        dump: dict[str, list[tuple[Any, ...]]] = {}
-        with db.read() as tx:
-            for projection in projections:
-                for table in projection.tables:
-                    tx.execute(f"SELECT * FROM {table}")
-                    dump[table] = sorted(tx.fetchall(), key=repr)
-        return dump
+        return _dump_after(db, projections, events, 0)
     finally:
         db.close()
 
