@@ -11,14 +11,14 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import psycopg
 import psycopg_pool
 
 from projections.base import Tx
 
-__all__ = ["Database", "PostgresDatabase", "SQLiteDatabase", "Tx"]
+__all__ = ["Database", "PostgresDatabase", "SQLiteDatabase", "Tx", "WalState"]
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -68,6 +68,21 @@ class _SQLiteTx:
     @property
     def rowcount(self) -> int:
         return self._cur.rowcount
+
+
+class WalState(NamedTuple):
+    """A write-ahead log after a checkpoint: ``busy`` if another checkpoint was running,
+    how many pages (frames) it holds and how many of them are in the database file."""
+
+    busy: bool
+    frames: int
+    copied: int
+
+    @property
+    def complete(self) -> bool:
+        """Every page of the log is in the database file: the next commit starts the log
+        over from its beginning (a log copied only in part keeps growing)."""
+        return not self.busy and self.copied >= self.frames
 
 
 class SQLiteDatabase:
@@ -153,12 +168,13 @@ class SQLiteDatabase:
         finally:
             conn.execute(f"PRAGMA cache_size={int(before)}")
 
-    def checkpoint(self) -> int:
+    def checkpoint(self) -> WalState:
         """Copy what the write-ahead log holds into the database file, without waiting
-        for (or blocking) readers and writers; returns how many of the log's pages are
-        now in the database file (0 if another checkpoint was running)."""
+        for (or blocking) readers and writers; returns the log's state after it."""
         row = self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        return 0 if row is None or row[0] else max(0, int(row[2]))
+        if row is None:
+            return WalState(busy=True, frames=0, copied=0)
+        return WalState(busy=bool(row[0]), frames=max(0, int(row[1])), copied=max(0, int(row[2])))
 
     def close(self) -> None:
         with self._lock:

@@ -42,7 +42,7 @@ def test_commits_below_the_threshold_leave_the_log_to_the_checkpointer(tmp_path:
             tx.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
         _fill(db, 0, 3_000)  # ~1,500 pages: past SQLite's default threshold of 1,000
         # nothing was copied back by the commits, so the log holds every page written
-        assert db.checkpoint() > 1_000
+        assert db.checkpoint().copied > 1_000
 
         _fill(db, 3_000, 1_000)
         WalCheckpointer([db]).tick(datetime.now(UTC))
@@ -51,6 +51,48 @@ def test_commits_below_the_threshold_leave_the_log_to_the_checkpointer(tmp_path:
         with db.read() as tx:
             tx.execute("SELECT COUNT(*) FROM t")
             assert tx.fetchone() == (4_000,)
+    finally:
+        db.close()
+
+
+class _CommitsWhileCopying(SQLiteDatabase):
+    """A database where, as on a busy server, commits land while each of the first
+    ``landing`` checkpoints copies: a reader's snapshot from before them keeps the
+    checkpoint from copying them in that pass, as the copy having begun before them would."""
+
+    landing = 3
+
+    def checkpoint(self):  # type: ignore[no-untyped-def]
+        if not self.landing:
+            return super().checkpoint()
+        self.landing -= 1
+        reader = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT COUNT(*) FROM t").fetchone()
+            _fill(self, 10_000 * (self.landing + 1), 100)
+            return super().checkpoint()
+        finally:
+            reader.close()
+
+
+def test_a_checkpoint_runs_again_until_the_log_is_copied_to_its_end(tmp_path: Path) -> None:
+    """Only a log copied to its end starts over at the next commit; one pass per tick,
+    with commits landing during each, would leave the log to grow without end."""
+    path = tmp_path / "rm.sqlite"
+    db = _CommitsWhileCopying(str(path), synchronous="NORMAL", autocheckpoint_pages=10_000)
+    try:
+        with db.transaction() as tx:
+            tx.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+        _fill(db, 0, 1_000)
+        WalCheckpointer([db]).tick(datetime.now(UTC))
+        assert db.landing == 0  # the commits did land between passes
+        frames, copied = _log(path)
+        assert frames == copied
+        # ...so the next commit starts the log over: it holds that commit's pages only
+        _fill(db, 50_000, 100)
+        frames, _ = _log(path)
+        assert frames < 200
     finally:
         db.close()
 
