@@ -89,6 +89,10 @@ class SQLiteDatabase:
     """One SQLite file; one connection per thread (sqlite3 connections are not shareable)."""
 
     dialect: Dialect = "sqlite"
+    # Prepared statements each connection keeps (Python's default is 128: fewer than the
+    # projections' statements sharing the read models' writer connection, which then
+    # parsed and planned statements over and over).
+    CACHED_STATEMENTS = 2048
 
     def __init__(
         self,
@@ -122,7 +126,12 @@ class SQLiteDatabase:
         if conn is None:
             if self._closed:
                 raise RuntimeError("database is closed")
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=self.CACHED_STATEMENTS,
+            )
             for pragma in self._pragmas:
                 conn.execute(pragma)
             self._local.conn = conn

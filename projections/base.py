@@ -71,7 +71,20 @@ def one_of(tx: Tx, values: Sequence[Any]) -> tuple[str, list[Any]]:
     for a hundred)."""
     if tx.dialect == "postgres":
         return "= ANY(?)", [list(values)]
-    return f"IN ({', '.join('?' * len(values))})", list(values)
+    padded = padded_to_bucket(values)
+    return f"IN ({', '.join('?' * len(padded))})", padded
+
+
+def padded_to_bucket(values: Sequence[Any]) -> list[Any]:
+    """``values`` with the last one repeated up to the next power of two (an ``IN`` list
+    means the same with repeats): statements of one shape but any number of values then
+    share a few texts, which SQLite prepares once per connection and keeps, instead of a
+    text per count (parsing and planning one with 50 values takes ~0.3 ms)."""
+    padded = list(values)
+    if padded:
+        size = 1 << (len(padded) - 1).bit_length()
+        padded += [padded[-1]] * (size - len(padded))
+    return padded
 
 
 def values_cte(name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
