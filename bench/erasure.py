@@ -14,7 +14,8 @@ data that fell due; its rate is scopes erased per second.
 
     ./dev bench erasure [--backend sqlite|postgres|both] [--sizes 10000,1000000]
                         [--subjects 20] [--conversations 50] [--batch 2000]
-                        [--data-dir DIR [--reuse]] [--no-freeze]
+                        [--data-dir DIR [--reuse]] [--cache MODE] [--pace PACE]
+                        [--no-freeze]
 
 With --data-dir the filled stores are kept under DIR (SQLite files, or a PostgreSQL
 cluster kept there) with a manifest.json beside each: the subjects' contact ids, the
@@ -356,6 +357,16 @@ def _warm_up(rt: Runtime, tenant: UUID) -> None:
         rt.privacy.erase_contact(tenant, contact_id, "request:erasure")
 
 
+def _settle(rt: Runtime) -> None:
+    """Let the background work the erasures before left behind finish, as it does in a
+    server between requests: the vault's scrub, and (SQLite) the checkpoints that copy
+    the write-ahead logs into the files."""
+    rt.vault.wait_scrubbed()
+    if rt.checkpointer is not None:
+        rt.checkpointer.tick(rt.clock.now())
+
+
+PACES = ("settled", "back-to-back")
 CACHE_MODES = ("as-found", "in-memory", "cold")
 
 
@@ -392,6 +403,7 @@ def measure(
     batch: int = BATCH,
     cache: str = "as-found",
     freeze: bool = True,
+    pace: str = "settled",
 ) -> dict[str, float]:
     with prepared(
         name, size, subjects, conversations, data_dir=data_dir, reuse=reuse, batch=batch
@@ -414,13 +426,15 @@ def measure(
             if freeze:
                 freeze_startup_heap()  # as `serve` does once started
             background.start()
-            _warm_up(rt, tenant)
             on_sqlite = store.settings.database_url is None
             if on_sqlite and cache == "in-memory":
                 _page_cache(store.settings.data_dir, cache)
+            _warm_up(rt, tenant)
             timings = []
             for contact_id in ids:
                 clock.advance(timedelta(seconds=1))
+                if pace == "settled":
+                    _settle(rt)
                 if on_sqlite and cache == "cold":
                     _page_cache(store.settings.data_dir, cache)
                 t = time.perf_counter()
@@ -478,6 +492,15 @@ def main() -> None:
         " from storage)",
     )
     parser.add_argument(
+        "--pace",
+        choices=PACES,
+        default="settled",
+        help="settled (default): each erasure starts once the background work the ones"
+        " before left (vault scrub, SQLite log checkpoints) is done, as a request arriving"
+        " in a server between others; back-to-back: each right after the one before, which"
+        " then pays for that work competing with it",
+    )
+    parser.add_argument(
         "--no-freeze",
         action="store_true",
         help="leave the start-up heap to the cyclic collector (serve freezes it)",
@@ -501,12 +524,13 @@ def main() -> None:
                 batch=args.batch,
                 cache=args.cache,
                 freeze=not args.no_freeze,
+                pace=args.pace,
             )
             rows.append((name, result))
     print()
     print(
         f"erasure of one subject with {args.conversations} conversations"
-        f" ({args.subjects} subjects; SQLite page cache: {args.cache}):"
+        f" ({args.subjects} subjects, {args.pace}; SQLite page cache: {args.cache}):"
     )
     print(
         f"{'backend':<10}{'events':>12}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}"

@@ -36,6 +36,7 @@ from psycopg.sql import SQL, Identifier
 
 from contact_centre.ports import IndexOp, IndexOpKind
 from infra.db import keep_without_rowid
+from projections.base import padded_to_bucket
 
 INDEX_TABLE = "cc_index"
 INDEX_DDL = (
@@ -107,6 +108,7 @@ def _apply_index_ops(
                 for op in run:
                     by_namespace.setdefault(op.namespace, []).append(op.key)
                 for namespace, keys in by_namespace.items():
+                    keys = padded_to_bucket(keys)  # a few statement texts, kept prepared
                     cursor.execute(
                         f"DELETE FROM {INDEX_TABLE} WHERE namespace = {p}"
                         f" AND key IN ({', '.join([p] * len(keys))})",
@@ -168,13 +170,14 @@ class SQLiteEventStoreRecorder(SQLiteProcessRecorder):
         its conversations at once)."""
         if not originator_ids:
             return {}
-        marks = ", ".join("?" * len(originator_ids))
+        ids = padded_to_bucket([i.hex for i in originator_ids])  # few texts, kept prepared
+        marks = ", ".join("?" * len(ids))
         with self.datastore.transaction(commit=False) as c:
             c.execute(
                 "SELECT originator_id, originator_version, topic, state"
                 f" FROM {self.events_table_name} WHERE originator_id IN ({marks})"
                 " ORDER BY originator_id, originator_version",
-                [i.hex for i in originator_ids],
+                ids,
             )
             rows = [tuple(row) for row in c.fetchall()]
         return _stored(rows, lambda v: UUID(str(v)))
