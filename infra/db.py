@@ -103,6 +103,7 @@ class SQLiteDatabase:
         secure_delete: bool = False,
         busy_timeout_ms: int = 30_000,
         autocheckpoint_pages: int | None = None,
+        cache_kib: int | None = None,
     ) -> None:
         self.path = path
         self._pragmas = [
@@ -110,6 +111,9 @@ class SQLiteDatabase:
             f"PRAGMA synchronous={synchronous}",
             f"PRAGMA busy_timeout={busy_timeout_ms}",
         ]
+        if cache_kib is not None:
+            # pages each connection keeps in its own memory (SQLite's default is 2 MB)
+            self._pragmas.append(f"PRAGMA cache_size=-{cache_kib}")
         if autocheckpoint_pages is not None:
             # A commit that finds the write-ahead log longer than this copies it into the
             # database file itself (SQLite's default is 1,000 pages).

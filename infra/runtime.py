@@ -36,6 +36,7 @@ from infra.identities import PhoneEmailNormaliser
 from infra.live import LiveHub
 from infra.scheduler import TickerRunner
 from infra.store import (
+    READ_MODEL_CACHE_KIB,
     EventStoreDatastore,
     PostgresEventStoreRecorder,
     PostgresWriteIndex,
@@ -313,6 +314,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             str(data_dir / "readmodels.sqlite"),
             synchronous="NORMAL",
             autocheckpoint_pages=READ_MODEL_AUTOCHECKPOINT_PAGES,
+            cache_kib=READ_MODEL_CACHE_KIB,
         )
         closers.append(readdb.close)
         audit_db = SQLiteDatabase(str(data_dir / "audit.sqlite"))
