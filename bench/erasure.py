@@ -528,9 +528,10 @@ def main() -> None:
             )
             rows.append((name, result))
     print()
+    cache = f"; SQLite page cache: {args.cache}" if "sqlite" in names else ""
     print(
         f"erasure of one subject with {args.conversations} conversations"
-        f" ({args.subjects} subjects, {args.pace}; SQLite page cache: {args.cache}):"
+        f" ({args.subjects} subjects, {args.pace}{cache}):"
     )
     print(
         f"{'backend':<10}{'events':>12}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}"
