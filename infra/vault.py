@@ -22,7 +22,6 @@ import os
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
 from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
@@ -33,6 +32,7 @@ from contact_centre.errors import ConflictError
 from contact_centre.privacy import ERASED, Revealed, Scope, ScopeKind, Sealed
 from infra.db import Database, keep_without_rowid
 from infra.store import IndexConflictError
+from projections.base import one_of
 
 log = logging.getLogger(__name__)
 
@@ -196,25 +196,18 @@ class KeyVault:
         with self.db.read() as tx:
             for start in range(0, len(wanted), _CHUNK):
                 chunk = wanted[start : start + _CHUNK]
-                marks, params = self._one_of(chunk)
+                marks, params = one_of(tx, chunk)
                 tx.execute(f"SELECT scope, wrapped FROM cc_vault_keys WHERE scope {marks}", params)
                 found.update((str(r[0]), str(r[1])) for r in tx.fetchall())
                 missing = [s for s in chunk if s not in found]
                 if missing:
-                    marks, params = self._one_of(missing)
+                    marks, params = one_of(tx, missing)
                     tx.execute(f"SELECT scope FROM cc_vault_destroyed WHERE scope {marks}", params)
                     destroyed.update(str(r[0]) for r in tx.fetchall())
         for scope_id, wrapped in found.items():
             self._cache_put(scope_id, _Key(self._unwrap_key(scope_id, wrapped)))
         for scope_id in destroyed:
             self._cache_put(scope_id, _DESTROYED_KEY)
-
-    def _one_of(self, values: list[str]) -> tuple[str, list[Any]]:
-        """``IN (?, ...)``, or on PostgreSQL ``= ANY(?)`` with one array (psycopg parses a
-        statement of many parameters anew each time: about 1 ms for a hundred)."""
-        if self.db.dialect == "postgres":
-            return "= ANY(?)", [values]
-        return f"IN ({', '.join('?' * len(values))})", list(values)
 
     def _key_for_write(self, scope: Scope) -> _Key:
         key = self._lookup(scope.id)
@@ -339,7 +332,7 @@ class KeyVault:
             # every read of a result is a round trip.
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start : start + _CHUNK]
-                marks, params = self._one_of(chunk)
+                marks, params = one_of(tx, chunk)
                 tx.execute(
                     f"DELETE FROM cc_vault_keys WHERE scope {marks} RETURNING scope, tenant_id",
                     params,
@@ -347,7 +340,7 @@ class KeyVault:
                 gone = sorted((str(r[0]), str(r[1])) for r in tx.fetchall())
                 if not gone:
                     continue
-                if self.db.dialect == "postgres":  # arrays, as in _one_of
+                if self.db.dialect == "postgres":  # arrays, as in one_of
                     tx.execute(
                         "INSERT INTO cc_vault_destroyed (scope, tenant_id, destroyed_at)"
                         " SELECT s, t, ? FROM unnest(?::text[], ?::text[]) AS u (s, t)"

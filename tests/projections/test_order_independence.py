@@ -77,15 +77,23 @@ def test_every_read_model_is_the_same_whichever_aggregate_s_events_arrive_first(
     for name, order in orders.items():
         assert order != events
         other = _apply(recorded, tmp_path / f"{name}.sqlite", order)
-        differing = {
-            table: (
-                sorted(set(other[table]) - set(rows), key=repr)[:2],
-                sorted(set(rows) - set(other[table]), key=repr)[:2],
-            )
-            for table, rows in in_log_order.items()
-            if other[table] != rows
-        }
+        differing = _differences(in_log_order, other)
         assert not differing, f"{name}: {differing}"
+
+
+def _differences(
+    expected: dict[str, list[Any]], actual: dict[str, list[Any]]
+) -> dict[str, tuple[list[Any], list[Any]]]:
+    """Per table whose rows differ: up to two rows only in ``actual``, two only in
+    ``expected``."""
+    return {
+        table: (
+            sorted(set(actual[table]) - set(rows), key=repr)[:2],
+            sorted(set(rows) - set(actual[table]), key=repr)[:2],
+        )
+        for table, rows in expected.items()
+        if actual[table] != rows
+    }
 
 
 def _dump_after(
@@ -154,14 +162,7 @@ def test_events_taken_in_runs_leave_the_same_rows_as_one_at_a_time(
         assert sum(map(len, one_by_one.values())) > 500
         for batch in (len(events), 500, 7):
             in_runs = _dump_after(db, projections, events, batch)
-            differing = {
-                table: (
-                    sorted(set(in_runs[table]) - set(rows), key=repr)[:2],
-                    sorted(set(rows) - set(in_runs[table]), key=repr)[:2],
-                )
-                for table, rows in one_by_one.items()
-                if in_runs[table] != rows
-            }
+            differing = _differences(one_by_one, in_runs)
             assert not differing, f"batches of {batch}: {differing}"
     finally:
         db.close()
