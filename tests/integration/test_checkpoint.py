@@ -3,11 +3,14 @@ brings every SQLite file's log home."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
 
+import pytest
 from eventsourcing.persistence import StoredEvent
 
 from infra.checkpoint import WalCheckpointer
@@ -45,7 +48,7 @@ def test_commits_below_the_threshold_leave_the_log_to_the_checkpointer(tmp_path:
         assert db.checkpoint().copied > 1_000
 
         _fill(db, 3_000, 1_000)
-        WalCheckpointer([db]).tick(datetime.now(UTC))
+        WalCheckpointer([db]).flush()
         frames, copied = _log(path)
         assert frames == copied
         with db.read() as tx:
@@ -85,7 +88,7 @@ def test_a_checkpoint_runs_again_until_the_log_is_copied_to_its_end(tmp_path: Pa
         with db.transaction() as tx:
             tx.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
         _fill(db, 0, 1_000)
-        WalCheckpointer([db]).tick(datetime.now(UTC))
+        WalCheckpointer([db]).flush()
         assert db.landing == 0  # the commits did land between passes
         frames, copied = _log(path)
         assert frames == copied
@@ -95,6 +98,71 @@ def test_a_checkpoint_runs_again_until_the_log_is_copied_to_its_end(tmp_path: Pa
         assert frames < 200
     finally:
         db.close()
+
+
+class _Counted(SQLiteDatabase):
+    """Counts the checkpoints run on it (asking SQLite how much of the log is copied would
+    itself copy it)."""
+
+    copies = 0
+
+    def checkpoint(self):  # type: ignore[no-untyped-def]
+        self.copies += 1
+        return super().checkpoint()
+
+
+@pytest.fixture
+def counted(tmp_path: Path) -> Iterator[_Counted]:
+    db = _Counted(str(tmp_path / "rm.sqlite"), synchronous="NORMAL", autocheckpoint_pages=10_000)
+    with db.transaction() as tx:
+        tx.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def _commit_at(db: SQLiteDatabase, second: int) -> None:
+    """A commit, and its time on the log (distinct even where the file system's clock is
+    coarser than the test's steps)."""
+    _fill(db, 1_000 * second, 100)
+    os.utime(f"{db.path}-wal", ns=(second * 1_000_000_000, second * 1_000_000_000))
+
+
+def _copies_at_tick(db: _Counted, checkpointer: WalCheckpointer) -> bool:
+    before = db.copies
+    checkpointer.tick(datetime.now(UTC))
+    return db.copies > before
+
+
+def test_a_log_is_copied_once_no_commit_landed_for_a_whole_tick(counted: _Counted) -> None:
+    """The ticker leaves a log that was written to since its last tick (a command may be
+    running: its commits would wait on the copy's syncs) and copies it at the next quiet
+    tick."""
+    checkpointer = WalCheckpointer([counted])
+    _commit_at(counted, 1)
+    checkpointer.flush()
+    assert _copies_at_tick(counted, checkpointer)  # nothing new since: copied (a no-op)
+
+    _commit_at(counted, 2)
+    assert not _copies_at_tick(counted, checkpointer)  # written since the last tick
+    assert _copies_at_tick(counted, checkpointer)  # a whole tick without commits
+    frames, copied = _log(Path(counted.path))
+    assert frames == copied
+
+
+def test_a_log_written_at_every_tick_is_still_copied_after_a_few(counted: _Counted) -> None:
+    checkpointer = WalCheckpointer([counted])
+    checkpointer.flush()
+    copied_at = []
+    for tick in range(2 * (WalCheckpointer.MAX_DEFERRED_TICKS + 1)):
+        _commit_at(counted, tick + 1)
+        if _copies_at_tick(counted, checkpointer):
+            copied_at.append(tick)
+    assert copied_at == [
+        WalCheckpointer.MAX_DEFERRED_TICKS,
+        2 * WalCheckpointer.MAX_DEFERRED_TICKS + 1,
+    ]
 
 
 def test_event_store_commits_leave_the_log_to_the_checkpointer(tmp_path: Path) -> None:
