@@ -203,7 +203,8 @@ def _fill_store(
     try:
         tenant, _ = rt.app.register_tenant("Bench")
         began = time.perf_counter()
-        ids = fill(rt, tenant, size, subjects, conversations, clock, batch)
+        # one subject more than are timed: the warm-up erases it (see _warm_up)
+        ids = fill(rt, tenant, size, subjects + 1, conversations, clock, batch)
         total = rt.app.recorder.max_notification_id() or 0
         fill_s = time.perf_counter() - began
     finally:
@@ -436,10 +437,15 @@ def _stored(settings: Settings, manifest: dict[str, Any]) -> Store:
     )
 
 
-def _warm_up(rt: Runtime, tenant: UUID) -> None:
-    """Erase one background sender first, untimed: the subjects' erasures are measured in
-    a process that has erased before (as the fill's own process was, and a running
-    ``serve`` is), not the first one after start-up with cold caches."""
+def _warm_up(rt: Runtime, tenant: UUID, spare: UUID | None) -> None:
+    """Erase one subject first, untimed: the timed erasures run in a process that has
+    erased before (as the fill's own process did, and a running ``serve`` has), not the
+    first one after start-up, which also prepares every statement an erasure of that
+    size runs. A store filled with a spare subject (the bench fills one more than it
+    times) warms up on it; an older store on a background sender (one conversation)."""
+    if spare is not None:
+        rt.privacy.erase_contact(tenant, spare, "request:erasure")
+        return
     found, _ = rt.app.run(
         lambda uow: rt.app.resolve_subject(
             uow, tenant, Identity(IdentityKind.EMAIL, "user1@bench.example")
@@ -485,6 +491,18 @@ def _page_cache(directory: Path, mode: str) -> None:
             os.close(fd)
 
 
+def _prewarm(settings: Settings) -> None:
+    """PostgreSQL's ``in-memory``: load every table and index of the store into the
+    server's shared buffers (pg_prewarm), as a server that has been running holds them."""
+    assert settings.database_url is not None
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        conn.execute(
+            "SELECT pg_prewarm(c.oid) FROM pg_class c JOIN pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i')"
+        )
+
+
 def measure(
     name: str,
     size: int,
@@ -510,6 +528,7 @@ def measure(
         fill_from=fill_from,
     ) as store:
         tenant, ids, total = store.tenant_id, store.subjects[:subjects], store.events
+        spare = store.subjects[subjects] if len(store.subjects) > subjects else None
         print(
             f"  {name}: {total:,} events (filled in {store.fill_seconds:,.0f} s);"
             f" erasing {len(ids)} subjects"
@@ -528,9 +547,12 @@ def measure(
                 freeze_startup_heap()  # as `serve` does once started
             background.start()
             on_sqlite = store.settings.database_url is None
-            if on_sqlite and cache == "in-memory":
-                _page_cache(store.settings.data_dir, cache)
-            _warm_up(rt, tenant)
+            if cache == "in-memory":
+                if on_sqlite:
+                    _page_cache(store.settings.data_dir, cache)
+                else:
+                    _prewarm(store.settings)
+            _warm_up(rt, tenant, spare)
             timings = []
             for contact_id in ids:
                 clock.advance(timedelta(seconds=1))
@@ -587,10 +609,11 @@ def main() -> None:
         "--cache",
         choices=CACHE_MODES,
         default="as-found",
-        help="SQLite only: the OS page cache before the timed erasures: as-found (default;"
-        " whatever the fill and this machine left), in-memory (the store's files read"
-        " once first), cold (dropped before each erasure: every page it needs is read"
-        " from storage)",
+        help="what the store's pages are in before the timed erasures: as-found (default;"
+        " whatever the fill and this machine left), in-memory (SQLite: the store's files"
+        " read once into the OS page cache; PostgreSQL: every table and index loaded into"
+        " the server's shared buffers with pg_prewarm), cold (SQLite only: the OS page"
+        " cache dropped before each erasure: every page it needs is read from storage)",
     )
     parser.add_argument(
         "--pace",
@@ -618,6 +641,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.reuse and args.data_dir is None:
         parser.error("--reuse needs --data-dir")
+    if args.cache == "cold" and args.backend != "sqlite":
+        parser.error("--cache cold is for SQLite only")
     if args.fill == "copy-sqlite" and args.data_dir is None:
         parser.error("--fill copy-sqlite needs --data-dir (where the SQLite store is kept)")
     names = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
@@ -641,7 +666,7 @@ def main() -> None:
             )
             rows.append((name, result))
     print()
-    cache = f"; SQLite page cache: {args.cache}" if "sqlite" in names else ""
+    cache = f"; store pages: {args.cache}"
     print(
         f"erasure of one subject with {args.conversations} conversations"
         f" ({args.subjects} subjects, {args.pace}{cache}):"
