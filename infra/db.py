@@ -7,6 +7,7 @@ runs unchanged on SQLite (embedded) and PostgreSQL (scale).
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -214,9 +215,26 @@ def keep_without_rowid(execute: Any, fetchone: Any, table: str, create: str) -> 
     return legacy
 
 
-def to_pg(sql: str) -> str:
-    """Translate ``?`` placeholders for psycopg (``%`` literals are escaped first)."""
-    return sql.replace("%", "%%").replace("?", "%s")
+@functools.lru_cache(maxsize=4096)
+def to_pg(sql: str, binary: tuple[bool, ...] = ()) -> str:
+    """Translate ``?`` placeholders for psycopg (``%`` literals are escaped first).
+    ``binary`` marks, by position, the parameters to send in PostgreSQL's binary format
+    (``%b``): the lists. In the text format psycopg writes an array item by item in
+    Python, quoting and escaping each that needs it (a JSON text, say) with a regular
+    expression; measured on PostgreSQL erasures, that was a fifth of their time. The binary
+    format writes each item's length and bytes."""
+    escaped = sql.replace("%", "%%")
+    if not any(binary):
+        return escaped.replace("?", "%s")
+    parts = escaped.split("?")
+    marks = ["%b" if i < len(binary) and binary[i] else "%s" for i in range(len(parts) - 1)]
+    return parts[0] + "".join(mark + part for mark, part in zip(marks, parts[1:], strict=True))
+
+
+def _binary_lists(params: Sequence[Any]) -> tuple[bool, ...]:
+    """Which parameters :func:`to_pg` sends in binary: the non-empty lists (an empty one
+    has no item to tell its type by, so it stays text and PostgreSQL infers it)."""
+    return tuple(type(p) is list and len(p) > 0 for p in params)
 
 
 class _PgTx:
@@ -246,7 +264,7 @@ class _PgTx:
         # Prepared statements pay off for the repeated DML of projections; preparing DDL
         # only invites stale plans once tables are dropped and made again.
         prepare = not sql.lstrip()[:6].upper().startswith(("CREATE", "DROP", "ALTER"))
-        self._fresh_cursor().execute(to_pg(sql), params, prepare=prepare)
+        self._fresh_cursor().execute(to_pg(sql, _binary_lists(params)), params, prepare=prepare)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self._fresh_cursor().executemany(to_pg(sql), rows)
