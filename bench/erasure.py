@@ -14,8 +14,8 @@ data that fell due; its rate is scopes erased per second.
 
     ./dev bench erasure [--backend sqlite|postgres|both] [--sizes 10000,1000000]
                         [--subjects 20] [--conversations 50] [--batch 2000]
-                        [--data-dir DIR [--reuse]] [--cache MODE] [--pace PACE]
-                        [--no-freeze]
+                        [--data-dir DIR [--reuse] [--fill traffic|copy-sqlite]]
+                        [--cache MODE] [--pace PACE] [--no-freeze]
 
 With --data-dir the filled stores are kept under DIR (SQLite files, or a PostgreSQL
 cluster kept there) with a manifest.json beside each: the subjects' contact ids, the
@@ -36,7 +36,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -274,8 +274,8 @@ def _copy_sqlite_store(settings: Settings, source: Path, manifest: dict[str, Any
     from the copied log: the same events without sending the traffic again."""
     assert settings.database_url is not None
     began = time.perf_counter()
-    rt = build(settings, clock=ManualClock(datetime.fromisoformat(manifest["clock_at"])))
-    rt.close()  # the tables, empty; projections at position 0
+    clock = ManualClock(datetime.fromisoformat(manifest["clock_at"]))
+    build(settings, clock=clock).close()  # the tables, empty; projections at position 0
     with psycopg.connect(settings.database_url) as conn:
         for table in ("cc_vault_meta", "cc_events_tracking"):  # what the build wrote
             conn.execute(f"DELETE FROM {table}")
@@ -294,9 +294,9 @@ def _copy_sqlite_store(settings: Settings, source: Path, manifest: dict[str, Any
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
     print(f"  copied the log in {time.perf_counter() - began:,.0f} s; rebuilding read models")
-    rt = build(settings, clock=ManualClock(datetime.fromisoformat(manifest["clock_at"])))
+    rt = build(settings, clock=clock)
     try:
-        rt.feed.rebuild_together([rt.consumer(c.name) for c in rt.consumers], None)
+        rt.feed.rebuild_together(rt.consumers, None)
         total = rt.app.recorder.max_notification_id() or 0
     finally:
         rt.close()
@@ -304,14 +304,7 @@ def _copy_sqlite_store(settings: Settings, source: Path, manifest: dict[str, Any
         conn.execute("VACUUM ANALYZE")
     store = _stored(settings, manifest)
     assert total == store.events, (total, store.events)
-    return Store(
-        settings,
-        store.tenant_id,
-        store.subjects,
-        store.clock_at,
-        total,
-        time.perf_counter() - began,
-    )
+    return replace(store, fill_seconds=time.perf_counter() - began)
 
 
 @contextmanager

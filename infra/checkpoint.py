@@ -20,7 +20,7 @@ behind it runs again at once, a few times, until it has copied the whole log.
 
 A checkpoint also competes with the commands for the disk: its syncs made the commits of
 a command running beside it wait (measured at 1M events: an erasure's read-model commit
-took ~100 ms instead of ~3 while the event store's log, written by that same erasure a
+took 50-120 ms instead of ~3 while the event store's log, written by that same erasure a
 few milliseconds before, was being copied and synced). So the ticker copies a file's log
 once it has been left alone for a whole interval, between commands rather than in the
 middle of one; a file written to without pause is still copied every
@@ -78,6 +78,7 @@ class WalCheckpointer(Ticker):
         """Copy every file's log now, written to lately or not."""
         for db in self.databases:
             self._seen[db.path] = _last_write(db)
+            self._deferred[db.path] = 0
             self._copy(db)
 
     def _written_since_last_tick(self, db: SQLiteDatabase) -> bool:

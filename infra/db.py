@@ -227,7 +227,7 @@ def to_pg(sql: str, binary: tuple[bool, ...] = ()) -> str:
     if not any(binary):
         return escaped.replace("?", "%s")
     parts = escaped.split("?")
-    marks = ["%b" if i < len(binary) and binary[i] else "%s" for i in range(len(parts) - 1)]
+    marks = ("%b" if b else "%s" for b in binary)  # one per parameter, as psycopg checks
     return parts[0] + "".join(mark + part for mark, part in zip(marks, parts[1:], strict=True))
 
 
