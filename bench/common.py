@@ -44,6 +44,7 @@ def backend(name: str, postgres_url: str | None = None) -> Iterator[Backend]:
     if postgres_url is None:
         server = LocalPostgres(durable=True)  # fsync and synchronous_commit on
         postgres_url = server.start()
+        print(f"  {shared_memory(server)}", flush=True)
     dbname = f"bench_{secrets.token_hex(4)}"
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
@@ -59,6 +60,18 @@ def backend(name: str, postgres_url: str | None = None) -> Iterator[Backend]:
     finally:
         if server is not None:
             server.stop()
+
+
+def shared_memory(server: LocalPostgres) -> str:
+    """Whether the benchmark server's shared buffers sit in huge pages: with 4 kB pages
+    each new server process faults on every buffer page it touches first, which shows
+    in the first requests of every connection (README: reserving huge pages)."""
+    kib = server.huge_pages_kib()
+    if kib:
+        return f"PostgreSQL shared memory: {kib / 1024:,.0f} MB in huge pages"
+    if kib == 0:
+        return "PostgreSQL shared memory: in 4 kB pages (no huge pages reserved)"
+    return "PostgreSQL shared memory: page size unknown"
 
 
 def cli(args: list[str], env: dict[str, str]) -> str:

@@ -43,7 +43,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
-from common import backend, percentile
+from common import backend, percentile, shared_memory
 
 from contact_centre.application import Receive
 from contact_centre.clock import ManualClock
@@ -367,6 +367,7 @@ def prepared(
         return
     server = LocalPostgres(durable=True, directory=data_dir / "postgres-cluster")
     server.start()
+    print(f"  {shared_memory(server)}", flush=True)
     try:
         key_path = home / "master.key"
         source = data_dir / f"sqlite-{size}"
@@ -401,7 +402,12 @@ def prepared(
                 _write_manifest(manifest_path, manifest)
                 print(f"  kept the filled store in {server.dir} (database {filled})")
             conn.execute(f'DROP DATABASE IF EXISTS "{work}"')
-            conn.execute(f'CREATE DATABASE "{work}" TEMPLATE "{filled}"')
+            # copied file by file (not through the write-ahead log, PostgreSQL 15's
+            # default, which writes the whole store into the log and sets off one
+            # checkpoint after another while the erasures run), then checkpointed: a
+            # store at rest, as the SQLite copy is after its sync
+            conn.execute(f'CREATE DATABASE "{work}" TEMPLATE "{filled}" STRATEGY FILE_COPY')
+            conn.execute("CHECKPOINT")
         try:
             yield _stored(
                 Settings(

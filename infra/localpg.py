@@ -52,6 +52,18 @@ def _quarter_of_memory_mb() -> int:
     return max(128, memory // 4 // (1 << 20))
 
 
+def huge_pages_in(smaps: str) -> int:
+    """KiB of a process's mappings backed by pages larger than 4 kB, from the text of its
+    /proc/PID/smaps (each mapping's ``Size`` comes before its ``KernelPageSize``)."""
+    total = size = 0
+    for line in smaps.splitlines():
+        if line.startswith("Size:"):
+            size = int(line.split()[1])
+        elif line.startswith("KernelPageSize:") and int(line.split()[1]) > 4:
+            total += size
+    return total
+
+
 class LocalPostgres:
     """A cluster in a temporary directory, removed on stop; or, given ``directory``, a
     cluster kept there across runs (benchmarks reuse what they filled)."""
@@ -106,6 +118,12 @@ class LocalPostgres:
             # pages outside the buffers are often read from storage again.) A throwaway
             # test cluster keeps PostgreSQL's default.
             f"shared_buffers = {_quarter_of_memory_mb() if self.durable else 128}MB",
+            # PostgreSQL's default, said out loud: its shared memory goes in huge pages
+            # when the OS has reserved them (vm.nr_hugepages), else in normal 4 kB ones.
+            # With 4 kB pages every server process takes a page fault on each buffer page
+            # it touches for the first time (a new connection touches thousands); with
+            # 2 MB pages that is a few thousand faults for the whole of a 6 GB pool.
+            "huge_pages = try",
         ]
         if not self.durable:
             # A test cluster is thrown away: trade durability for speed.
@@ -163,6 +181,15 @@ class LocalPostgres:
                 return
             time.sleep(0.1)
         raise PostgresUnavailableError("PostgreSQL did not accept connections")
+
+    def huge_pages_kib(self) -> int | None:
+        """How much of the running server's memory is mapped in huge pages (its shared
+        memory, when the OS had them reserved), or None where that cannot be read."""
+        try:
+            pid = (self.data / "postmaster.pid").read_text().split("\n", 1)[0].strip()
+            return huge_pages_in(Path(f"/proc/{pid}/smaps").read_text())
+        except (OSError, ValueError):
+            return None
 
     def stop(self) -> None:
         subprocess.run(
