@@ -48,7 +48,7 @@ from common import backend, percentile, shared_memory
 from contact_centre.application import Receive
 from contact_centre.clock import ManualClock
 from contact_centre.interaction import Channel, Direction, Identity, IdentityKind, Interaction
-from infra.config import Settings
+from infra.config import RESERVE_CACHE_MIB, Settings
 from infra.localpg import LocalPostgres
 from infra.runtime import Runtime, build, freeze_startup_heap
 from infra.scheduler import TickerRunner
@@ -329,6 +329,7 @@ def prepared(
                 database_url=b.database_url,
                 master_key=base64.b64decode(b.env["CC_MASTER_KEY"]) if b.database_url else None,
                 retention_interval_seconds=0,
+                reserve_cache_mib=RESERVE_CACHE_MIB,
             )
             yield _fill_store(settings, size, subjects, conversations, batch)
         return
@@ -361,7 +362,10 @@ def prepared(
         # a store at rest: otherwise the first fsyncs while erasing write the whole copy out
         os.sync()
         try:
-            yield _stored(Settings(data_dir=work, retention_interval_seconds=0), manifest)
+            settings = Settings(
+                data_dir=work, retention_interval_seconds=0, reserve_cache_mib=RESERVE_CACHE_MIB
+            )
+            yield _stored(settings, manifest)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return

@@ -51,6 +51,8 @@ configuration (environment variables):
                         commands per write transaction (256), how many may wait (20000)
   CC_RETENTION_INTERVAL_SECONDS
                         how often serve runs the retention sweep (default 3600; 0: never)
+  CC_RESERVE_CACHE_MIB  embedded serve: MiB of memory faulted in at start for SQLite's
+                        page caches, so first requests do not pay for it (default 96; 0: none)
   CC_WEBHOOK_ALLOWED_NETWORKS
                         comma-separated CIDRs outbound webhooks may reach although
                         private, loopback or link-local (default: none)
@@ -74,8 +76,10 @@ scaled mode (with CC_DATABASE_URL; see docs/scaled.md):
 """
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, *, serving: bool = False) -> Settings:
     settings = Settings.from_env()
+    if not serving:  # a command that runs and exits: not worth faulting its caches in first
+        settings = replace(settings, reserve_cache_mib=0)
     if getattr(args, "data_dir", None):
         settings = replace(settings, data_dir=Path(args.data_dir))
     if getattr(args, "host", None):
@@ -97,7 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from infra.http.app import create_app
     from infra.server import serve_until_stopped
 
-    settings = _settings(args)
+    settings = _settings(args, serving=True)
     _configure_logging(settings)
     runtime = build(settings)
     app = create_app(runtime)

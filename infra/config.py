@@ -68,6 +68,11 @@ def _networks(raw: str, name: str = "CC_TRUSTED_PROXIES") -> tuple[str, ...]:
     return items
 
 
+# what an embedded process's write connections cache at most: the event store's and the
+# read models' SQLite page caches (infra/store.py), 32 + 64 MiB
+RESERVE_CACHE_MIB = 96
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about one contact-centre process."""
@@ -84,6 +89,9 @@ class Settings:
     log_level: str = "INFO"
     projection_wait_ms: int = 2_000
     retention_interval_seconds: int = 3_600  # 0: no scheduled sweep inside serve
+    # Embedded: heap faulted in at start for the SQLite page caches (infra/memory.py);
+    # 0 (the default outside `from_env`, e.g. in tests) reserves none.
+    reserve_cache_mib: int = 0
     # -- channel adapters --
     smtp_host: str = "127.0.0.1"
     smtp_port: int | None = None  # the inbound SMTP listener; None: not started
@@ -158,6 +166,7 @@ class Settings:
             log_level=(env.get("CC_LOG_LEVEL") or "INFO").upper(),
             projection_wait_ms=_int(env, "CC_PROJECTION_WAIT_MS", 2_000),
             retention_interval_seconds=_int(env, "CC_RETENTION_INTERVAL_SECONDS", 3_600),
+            reserve_cache_mib=_int(env, "CC_RESERVE_CACHE_MIB", RESERVE_CACHE_MIB),
             smtp_host=env.get("CC_SMTP_HOST") or "127.0.0.1",
             smtp_port=_optional_port(env, "CC_SMTP_PORT"),
             smtp_max_bytes=_int(env, "CC_SMTP_MAX_BYTES", 10_485_760, minimum=1024),

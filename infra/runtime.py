@@ -34,6 +34,7 @@ from infra.db import Database, PostgresDatabase, SQLiteDatabase
 from infra.feed import Consumer, InProcessFeed, PolicyConsumer, ProjectionConsumer
 from infra.identities import PhoneEmailNormaliser
 from infra.live import LiveHub
+from infra.memory import reserve_heap
 from infra.scheduler import TickerRunner
 from infra.store import (
     READ_MODEL_CACHE_KIB,
@@ -273,6 +274,10 @@ def freeze_startup_heap() -> None:
 
 def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     clock = clock or SystemClock()
+    if settings.database_url is None and settings.reserve_cache_mib > 0:
+        # before any of the runtime's threads allocates: the heap the SQLite page caches
+        # of every thread grow into, faulted in now (infra/memory.py)
+        reserve_heap(settings.reserve_cache_mib * 1024)
     closers: list[Any] = []
     recorder: ApplicationRecorder
     schema_setup = contextlib.ExitStack()
