@@ -68,9 +68,15 @@ def _networks(raw: str, name: str = "CC_TRUSTED_PROXIES") -> tuple[str, ...]:
     return items
 
 
-# what an embedded process's write connections cache at most: the event store's and the
-# read models' SQLite page caches (infra/store.py), 32 + 64 MiB
-RESERVE_CACHE_MIB = 96
+# Pages a connection keeps in its own memory, instead of SQLite's default 2 MB. At 1M
+# events the B-trees' interior pages alone are ~24 MB (event store and index) and ~50 MB
+# (read models): with 2 MB a lookup re-read most of its path from the OS for every row,
+# and this machine's VM hands idle OS page cache back to its host within seconds, so
+# those reads often went to storage. The cache fills only as pages are read.
+EVENT_STORE_CACHE_KIB = 32 * 1024
+READ_MODEL_CACHE_KIB = 64 * 1024
+# what an embedded process faults in at start for those caches (infra/memory.py)
+RESERVE_CACHE_MIB = (EVENT_STORE_CACHE_KIB + READ_MODEL_CACHE_KIB) // 1024
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from contact_centre.privacy import Sealer
 from infra.audit import AuditLog
 from infra.channels import ChannelServices, install_channels
 from infra.checkpoint import READ_MODEL_AUTOCHECKPOINT_PAGES, WalCheckpointer
-from infra.config import ConfigError, Settings
+from infra.config import READ_MODEL_CACHE_KIB, ConfigError, Settings
 from infra.db import Database, PostgresDatabase, SQLiteDatabase
 from infra.feed import Consumer, InProcessFeed, PolicyConsumer, ProjectionConsumer
 from infra.identities import PhoneEmailNormaliser
@@ -37,7 +37,6 @@ from infra.live import LiveHub
 from infra.memory import reserve_heap
 from infra.scheduler import TickerRunner
 from infra.store import (
-    READ_MODEL_CACHE_KIB,
     EventStoreDatastore,
     PostgresEventStoreRecorder,
     PostgresWriteIndex,

@@ -35,6 +35,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from contact_centre.ports import IndexOp, IndexOpKind
+from infra.config import EVENT_STORE_CACHE_KIB
 from infra.db import keep_without_rowid
 from projections.base import padded_to_bucket
 
@@ -137,15 +138,6 @@ def _apply_index_ops(
 # past this many pages (~40 MB; SQLite's default is 1,000): the background checkpointer
 # (infra.checkpoint) does that copying, so a large command does not pay for it inline.
 EVENT_STORE_AUTOCHECKPOINT_PAGES = 10_000
-
-
-# Pages a connection keeps in its own memory, instead of SQLite's default 2 MB. At 1M
-# events the B-trees' interior pages alone are ~24 MB (event store and index) and ~50 MB
-# (read models): with 2 MB a lookup re-read most of its path from the OS for every row,
-# and this machine's VM hands idle OS page cache back to its host within seconds, so
-# those reads often went to storage. The cache fills only as pages are read.
-EVENT_STORE_CACHE_KIB = 32 * 1024
-READ_MODEL_CACHE_KIB = 64 * 1024
 
 
 class _EventStorePool(SQLiteConnectionPool):
