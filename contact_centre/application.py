@@ -229,7 +229,14 @@ class UnitOfWork:
         self._overlay: dict[tuple[str, str], str | None] = {}
         self._scans: dict[tuple[str, str], dict[str, str]] = {}
         self._cleared: list[tuple[str, str]] = []  # DELETE_PREFIX ops of this unit
+        self._after_commit: list[Callable[[], None]] = []
         self.now = app.clock.now()
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once this unit has committed, before the events it recorded are
+        handed to the application's listeners (the read models); not run if the unit
+        fails, nor by an attempt that is retried."""
+        self._after_commit.append(action)
 
     # -- aggregates --------------------------------------------------------------------
     def get(self, aggregate_id: UUID, cls: type[A], tenant_id: UUID | None = None) -> A:
@@ -320,9 +327,13 @@ class UnitOfWork:
     # -- transaction -------------------------------------------------------------------
     def commit(self, tracking: Tracking | None = None) -> int | None:
         if not self._aggregates and not self._ops and tracking is None:
+            for action in self._after_commit:
+                action()
             return None
         self.app.sealer.flush()  # keys must be durable before events sealed under them
-        return self.app.record(list(self._aggregates.values()), self._ops, tracking)
+        return self.app.record(
+            list(self._aggregates.values()), self._ops, tracking, self._after_commit
+        )
 
     def discard(self) -> None:
         """Forget cached aggregates this unit touched: they may hold unsaved changes."""
@@ -391,25 +402,34 @@ class ContactCentre(
         aggregates: Sequence[Aggregate],
         index_ops: Sequence[IndexOp],
         tracking: Tracking | None = None,
+        after_commit: Sequence[Callable[[], None]] = (),
     ) -> int | None:
         """Save the aggregates' pending events, the index changes and (for a workflow) the
-        position of the event it reacted to, in one transaction.
+        position of the event it reacted to, in one transaction; then run ``after_commit``
+        and hand what was recorded to the listeners (they hear of it even if an action
+        fails, since it is committed).
 
         ``Application.save`` does the same, but checks every object against runtime
         protocols first, which costs more than the rest of the save on the ingest path.
         """
         events = [event for aggregate in aggregates for event in aggregate.collect_events()]
         if not events and not index_ops and tracking is None:
+            for action in after_commit:
+                action()
             return None
         recordings = self.events.put(events, index_ops=index_ops, tracking=tracking)
         cache = self.repository.cache
         if cache is not None:
             for aggregate in aggregates:
                 cache.put(aggregate.id, aggregate)
-        if recordings:
-            recorded = [(r.notification.id, r.domain_event) for r in recordings]
-            for listener in self.listeners:
-                listener(recorded)
+        try:
+            for action in after_commit:
+                action()
+        finally:
+            if recordings:
+                recorded = [(r.notification.id, r.domain_event) for r in recordings]
+                for listener in self.listeners:
+                    listener(recorded)
         return max((r.notification.id for r in recordings), default=None)
 
     def _is_tracked(self, tracking: Tracking) -> bool:

@@ -109,35 +109,53 @@ class PrivacyService:
     def _shred(self, outcome: ErasureOutcome) -> int:
         return self.vault.destroy(outcome.scopes) if outcome.scopes else 0
 
+    def _erase(self, command: Callable[[UnitOfWork], ErasureOutcome]) -> tuple[ErasureOutcome, int]:
+        """Run an erasure command; returns its outcome and the number of keys destroyed.
+
+        The keys go as soon as the erasure's events are committed, before the read
+        models take those events: the personal data is unreadable from that moment, and
+        the destruction's commit does not wait behind the read models' write-ahead log.
+        (An erasure interrupted between the two is finished by :meth:`finish_interrupted`.)
+        """
+        destroyed = 0
+
+        def erasing(uow: UnitOfWork) -> ErasureOutcome:
+            outcome = command(uow)
+
+            def shred() -> None:
+                nonlocal destroyed
+                destroyed = self._shred(outcome)
+
+            uow.after_commit(shred)
+            return outcome
+
+        outcome: ErasureOutcome = self._run(erasing)
+        return outcome, destroyed
+
     # -- single subjects ---------------------------------------------------------------
     def erase_contact(
         self, tenant_id: UUID, contact_id: UUID, reason: str, request_id: UUID | None = None
     ) -> ErasureOutcome:
         with self._lock:
-            outcome: ErasureOutcome = self._run(
+            outcome, _ = self._erase(
                 lambda uow: self.app.erase_contact_in(
                     uow, tenant_id, contact_id, reason, request_id
                 )
             )
-            self._shred(outcome)
             return outcome
 
     def erase_conversation(
         self, tenant_id: UUID, conversation_id: UUID, reason: str
     ) -> ErasureOutcome:
         with self._lock:
-            outcome: ErasureOutcome = self._run(
+            outcome, _ = self._erase(
                 lambda uow: self.app.erase_conversation_in(uow, tenant_id, conversation_id, reason)
             )
-            self._shred(outcome)
             return outcome
 
     def delete_agent(self, tenant_id: UUID, agent_id: UUID) -> ErasureOutcome:
         with self._lock:
-            outcome: ErasureOutcome = self._run(
-                lambda uow: self.app.erase_agent_in(uow, tenant_id, agent_id)
-            )
-            self._shred(outcome)
+            outcome, _ = self._erase(lambda uow: self.app.erase_agent_in(uow, tenant_id, agent_id))
             return outcome
 
     # -- data-subject requests ---------------------------------------------------------
@@ -415,7 +433,7 @@ class PrivacyService:
                 outcome.merge(self.app.erase_conversation_in(uow, tenant_id, conversation_id, rule))
             return outcome
 
-        report.keys_destroyed += self._shred(self._run(command))
+        report.keys_destroyed += self._erase(command)[1]
         if progress is not None:
             progress(len(ids))
 
@@ -441,7 +459,7 @@ class PrivacyService:
                     self.app.erase_agent_in, tenant_id=tenant_id, agent_id=UUID(scope["subject_id"])
                 )
                 try:
-                    report.keys_destroyed += self._shred(self._run(command))
+                    report.keys_destroyed += self._erase(command)[1]
                 except ConflictError:
                     continue
 
@@ -511,7 +529,7 @@ class PrivacyService:
 
     def _erase_inactive(self, tenant_id: UUID, contact_id: UUID, report: SweepReport) -> None:
         try:
-            outcome = self._run(
+            _, destroyed = self._erase(
                 lambda uow: self.app.erase_contact_in(
                     uow,
                     tenant_id,
@@ -523,7 +541,7 @@ class PrivacyService:
             )
         except DomainError:
             return
-        report.keys_destroyed += self._shred(outcome)
+        report.keys_destroyed += destroyed
 
     def finish_interrupted(self, tenant: UUID | None = None) -> int:
         """Destroy any key an interrupted erasure left behind (the ledger says erased)."""
