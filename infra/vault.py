@@ -436,8 +436,13 @@ class KeyVault:
         then copies the zeroed pages home and truncates the write-ahead log, so no older
         page image holding the key stays in the WAL file. On PostgreSQL VACUUM removes the
         dead row versions (and their index entries) from the table's pages.
+
+        PARALLEL 0: PostgreSQL otherwise starts a worker process for the index cleanup of
+        a table this size even when it has nothing to clean (an erasure's few dead rows
+        fall under its bypass threshold). Measured on a vault of 259,405 keys with 51 just
+        deleted: 16-25 ms with the worker, 1.2-1.9 ms without; the same rows removed.
         """
         if self.db.dialect == "postgres":
-            self.db.execute_outside_transaction("VACUUM cc_vault_keys")
+            self.db.execute_outside_transaction("VACUUM (PARALLEL 0) cc_vault_keys")
         else:
             self.db.execute_outside_transaction("PRAGMA wal_checkpoint(TRUNCATE)")
