@@ -163,6 +163,19 @@ class AlreadyTrackedError(IntegrityError):
     """A workflow's position is already at or past the event it was about to record."""
 
 
+class AfterCommitError(Exception):
+    """An action run after a unit committed failed (its cause is chained): what the unit
+    recorded stays committed, so the unit must not be run again."""
+
+
+def _after_commit(actions: Sequence[Callable[[], None]]) -> None:
+    try:
+        for action in actions:
+            action()
+    except Exception as error:
+        raise AfterCommitError(f"after the commit: {type(error).__name__}") from error
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling: resolved from a bearer token."""
@@ -327,8 +340,7 @@ class UnitOfWork:
     # -- transaction -------------------------------------------------------------------
     def commit(self, tracking: Tracking | None = None) -> int | None:
         if not self._aggregates and not self._ops and tracking is None:
-            for action in self._after_commit:
-                action()
+            _after_commit(self._after_commit)
             return None
         self.app.sealer.flush()  # keys must be durable before events sealed under them
         return self.app.record(
@@ -407,15 +419,14 @@ class ContactCentre(
         """Save the aggregates' pending events, the index changes and (for a workflow) the
         position of the event it reacted to, in one transaction; then run ``after_commit``
         and hand what was recorded to the listeners (they hear of it even if an action
-        fails, since it is committed).
+        fails, since it is committed; the failure is raised as :class:`AfterCommitError`).
 
         ``Application.save`` does the same, but checks every object against runtime
         protocols first, which costs more than the rest of the save on the ingest path.
         """
         events = [event for aggregate in aggregates for event in aggregate.collect_events()]
         if not events and not index_ops and tracking is None:
-            for action in after_commit:
-                action()
+            _after_commit(after_commit)
             return None
         recordings = self.events.put(events, index_ops=index_ops, tracking=tracking)
         cache = self.repository.cache
@@ -423,8 +434,7 @@ class ContactCentre(
             for aggregate in aggregates:
                 cache.put(aggregate.id, aggregate)
         try:
-            for action in after_commit:
-                action()
+            _after_commit(after_commit)
         finally:
             if recordings:
                 recorded = [(r.notification.id, r.domain_event) for r in recordings]
@@ -488,6 +498,8 @@ class ContactCentre(
                 self._prefetch(uow, commands)
                 results = [command(uow) for command in commands]
                 position = uow.commit()
+            except AfterCommitError:
+                raise  # the batch is recorded: running its commands again would repeat them
             except Exception:
                 uow.discard()
             else:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from contact_centre.application import UnitOfWork
+from contact_centre.application import AfterCommitError, UnitOfWork
 from contact_centre.conversations import ConversationStatus
 from contact_centre.errors import ValidationError
 from contact_centre.interaction import Channel, IdentityKind
@@ -75,6 +75,36 @@ def test_listeners_hear_of_committed_events_even_when_an_after_commit_action_fai
         )
         uow.after_commit(failing)
 
-    with pytest.raises(RuntimeError, match="vault unavailable"):
+    with pytest.raises(AfterCommitError) as raised:
         app.run(resolving)
+    assert str(raised.value.__cause__) == "vault unavailable"
     assert heard == [1]  # the status change, committed
+
+
+def test_a_batch_whose_after_commit_action_fails_is_not_run_again(world: World) -> None:
+    """The writer's batches fall back to one command at a time when the batch fails; not
+    when the batch committed and only an action after it failed."""
+    app = world.app
+    first = world.message(Channel.SMS, IdentityKind.PHONE, "+447700900125", "one")
+    second = world.message(Channel.SMS, IdentityKind.PHONE, "+447700900126", "two")
+    heard: list[int] = []
+    app.listeners.append(lambda recorded: heard.append(len(recorded)))
+
+    def failing() -> None:
+        raise RuntimeError("after the batch")
+
+    def resolve(conversation_id: Any, fail: bool) -> Any:
+        def command(uow: UnitOfWork) -> None:
+            app.change_status_in(
+                uow, world.tenant, conversation_id, ConversationStatus.RESOLVED, "agent"
+            )
+            if fail:
+                uow.after_commit(failing)
+
+        return command
+
+    with pytest.raises(AfterCommitError):
+        app.run_batch(
+            [resolve(first.conversation_id, False), resolve(second.conversation_id, True)]
+        )
+    assert heard == [2]  # one commit of both changes, heard once; nothing run again
