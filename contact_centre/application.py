@@ -339,10 +339,8 @@ class UnitOfWork:
 
     # -- transaction -------------------------------------------------------------------
     def commit(self, tracking: Tracking | None = None) -> int | None:
-        if not self._aggregates and not self._ops and tracking is None:
-            _after_commit(self._after_commit)
-            return None
-        self.app.sealer.flush()  # keys must be durable before events sealed under them
+        if self._aggregates or self._ops or tracking is not None:
+            self.app.sealer.flush()  # keys must be durable before events sealed under them
         return self.app.record(
             list(self._aggregates.values()), self._ops, tracking, self._after_commit
         )

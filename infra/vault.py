@@ -112,8 +112,8 @@ class KeyVault:
         self._lock = threading.RLock()
         self._generation: int | None = None
         # Storage hygiene after a destruction: inline, or by a thread woken right after
-        # the destruction commits (its fsyncs, or on PostgreSQL a VACUUM that reads the
-        # whole table and its indexes, stay out of the erasure's latency). Destructions
+        # the destruction commits (its fsyncs, or on PostgreSQL a VACUUM of the vault's
+        # table, stay out of the erasure's latency). Destructions
         # while a scrub runs are covered by the next one.
         self._scrub_in_background = scrub_in_background
         self._scrub_cv = threading.Condition()
