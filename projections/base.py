@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -92,6 +92,79 @@ def values_cte(name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]])
     statement (SQLite and PostgreSQL alike); the parameters are the rows, flattened."""
     row = f"({', '.join('?' * len(columns))})"
     return f"WITH {name} ({', '.join(columns)}) AS (VALUES {', '.join([row] * len(rows))})"
+
+
+def rows_as(
+    tx: Tx,
+    name: str,
+    columns: Sequence[tuple[str, str]],
+    rows: Sequence[Sequence[Any]],
+) -> tuple[str, str, list[Any]]:
+    """``rows`` as a relation ``name`` to take in one statement: ``columns`` are (name,
+    PostgreSQL type: text or bigint) pairs. Returns (prefix, source, params): the statement
+    is ``prefix`` + a statement reading ``FROM source``, and ``params`` are its first ones
+    (put no ``?`` before the source). On PostgreSQL the source is ``unnest`` of one typed
+    array a column (a few parameters, whatever the number of rows: psycopg parses a
+    statement of many parameters anew every time); on SQLite a VALUES table expression.
+    """
+    names = ", ".join(column for column, _ in columns)
+    if tx.dialect == "postgres":
+        arrays = ", ".join(f"?::{kind}[]" for _, kind in columns)
+        params = [list(values) for values in zip(*rows, strict=True)]
+        return "", f"unnest({arrays}) AS {name} ({names})", params
+    cte = values_cte(name, [column for column, _ in columns], rows)
+    return cte + " ", name, [value for row in rows for value in row]
+
+
+def insert_rows(
+    tx: Tx,
+    table: str,
+    columns: Sequence[tuple[str, str]],
+    rows: Sequence[Sequence[Any]],
+    *,
+    key: str,
+    also: Mapping[str, str] | None = None,
+) -> None:
+    """Insert ``rows`` (values of ``columns``, as :func:`rows_as` takes them) in one
+    statement, skipping those whose ``key`` (the conflict target's columns) is already
+    there. ``also`` gives further columns as SQL expressions (literals, or of ``v.``
+    columns)."""
+    if not rows:
+        return
+    extra = dict(also or {})
+    prefix, source, params = rows_as(tx, "v", columns, rows)
+    names = ", ".join([*(column for column, _ in columns), *extra])
+    values = ", ".join([*(f"v.{column}" for column, _ in columns), *extra.values()])
+    tx.execute(
+        prefix + f"INSERT INTO {table} ({names}) SELECT {values} FROM {source}"
+        f" WHERE true ON CONFLICT ({key}) DO NOTHING",
+        params,
+    )
+
+
+# A registered contact's row, as the contact views keep it (:func:`registered_rows`).
+REGISTERED = (
+    ("id", "text"),
+    ("tenant_id", "text"),
+    ("display_name", "text"),
+    ("identities", "text"),
+    ("created_at", "bigint"),
+)
+
+
+def registered_rows(run: Sequence[tuple[Any, int]]) -> list[tuple[Any, ...]]:
+    """:data:`REGISTERED` rows of a run of ``Contact.Registered``: the name still sealed,
+    the first identity as a [kind, sealed address] list."""
+    return [
+        (
+            str(e.originator_id),
+            str(e.tenant_id),
+            sealed_text(e.display_name),
+            dumps([[e.identity_kind, e.identity_address]]),
+            micros(e.at),
+        )
+        for e, _ in run
+    ]
 
 
 RUN_CHUNK = 500  # events a run handler takes per call (parameters per statement stay low)

@@ -18,14 +18,18 @@ from contact_centre.contacts import Contact
 from contact_centre.conversations import Conversation, ConversationStatus
 from contact_centre.privacy import Sealed, Sealer
 from projections.base import (
+    REGISTERED,
     Projection,
     Tx,
     dumps,
     handles,
     handles_run,
+    insert_rows,
     loads,
     micros,
     one_of,
+    registered_rows,
+    rows_as,
     sealed_text,
 )
 
@@ -90,45 +94,76 @@ class CrmProjection(Projection):
     def _index(
         self, tx: Tx, tenant_id: str, contact_id: str, source: str, value: Sealed | None
     ) -> None:
-        if value is None:
+        self._index_many(tx, [(tenant_id, contact_id, source, value)])
+
+    def _index_many(self, tx: Tx, values: Sequence[tuple[str, str, str, Sealed | None]]) -> None:
+        """Search tokens of (tenant, contact, source, value)s, in one statement."""
+        rows = []
+        for tenant_id, contact_id, source, value in values:
+            text = None if value is None else self.sealer.open(value)
+            if not isinstance(text, str):
+                continue  # none, or erased: nothing to find it by
+            tokens = {
+                self.sealer.blind_index(UUID(tenant_id), "search", prefix)
+                for word in search_words(text)
+                for prefix in prefixes(word)
+            }
+            rows += [(tenant_id, token, contact_id, source) for token in sorted(tokens)]
+        if not rows:
             return
-        text = self.sealer.open(value)
-        if not isinstance(text, str):
-            return  # erased: nothing to find it by
-        tokens = {
-            self.sealer.blind_index(UUID(tenant_id), "search", prefix)
-            for word in search_words(text)
-            for prefix in prefixes(word)
-        }
-        if tokens:
-            tx.executemany(
-                "INSERT INTO rm_crm_search (tenant_id, token, contact_id, source)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [(tenant_id, token, contact_id, source) for token in sorted(tokens)],
+        if tx.dialect == "postgres":  # one statement, not one a token (~20 a name)
+            insert_rows(
+                tx,
+                "rm_crm_search",
+                (
+                    ("tenant_id", "text"),
+                    ("token", "text"),
+                    ("contact_id", "text"),
+                    ("source", "text"),
+                ),
+                rows,
+                key="tenant_id, token, contact_id, source",
             )
+            return
+        tx.executemany(
+            "INSERT INTO rm_crm_search (tenant_id, token, contact_id, source)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            rows,
+        )
 
     # -- contacts ----------------------------------------------------------------------
     @handles(Contact.Registered)
     def _registered(self, tx: Tx, e: Contact.Registered, position: int) -> None:
-        contact_id, tenant_id, at = str(e.originator_id), str(e.tenant_id), micros(e.at)
-        tx.execute(
-            "INSERT INTO rm_crm_contacts (id, tenant_id, display_name, identities, tags,"
-            " attributes, opted_out, first_contact_at, last_contact_at, open_conversations,"
-            " total_conversations, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, '[]', NULL, '[]', NULL, NULL, 0, 0, ?, ?)"
-            " ON CONFLICT (id) DO NOTHING",
-            (
-                contact_id,
-                tenant_id,
-                sealed_text(e.display_name),
-                dumps([[e.identity_kind, e.identity_address]]),
-                at,
-                at,
-            ),
+        self._registered_run(tx, [(e, position)])
+
+    @handles_run(Contact.Registered)
+    def _registered_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        insert_rows(
+            tx,
+            "rm_crm_contacts",
+            REGISTERED,
+            registered_rows(run),
+            key="id",
+            also={
+                "tags": "'[]'",
+                "attributes": "NULL",
+                "opted_out": "'[]'",
+                "first_contact_at": "NULL",
+                "last_contact_at": "NULL",
+                "open_conversations": "0",
+                "total_conversations": "0",
+                "updated_at": "v.created_at",
+            },
         )
-        self._index(tx, tenant_id, contact_id, "name", e.display_name)
-        self._index(tx, tenant_id, contact_id, "identity", e.identity_address)
-        self._totals(tx, contact_id)
+        self._index_many(
+            tx,
+            [
+                (str(e.tenant_id), str(e.originator_id), source, value)
+                for e, _ in run
+                for source, value in (("name", e.display_name), ("identity", e.identity_address))
+            ],
+        )
+        self._totals(tx, [str(e.originator_id) for e, _ in run])
 
     def _row(self, tx: Tx, contact_id: str, column: str) -> Any:
         tx.execute(f"SELECT {column} FROM rm_crm_contacts WHERE id = ?", (contact_id,))
@@ -252,28 +287,34 @@ class CrmProjection(Projection):
     # -- conversations -----------------------------------------------------------------
     @handles(Conversation.Opened)
     def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
-        tx.execute(
-            "INSERT INTO rm_crm_conversations (id, tenant_id, contact_id, status)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            (
-                str(e.originator_id),
-                str(e.tenant_id),
-                str(e.contact_id),
-                ConversationStatus.OPEN.value,
-            ),
-        )
-        self._totals(tx, str(e.contact_id))
+        self._opened_run(tx, [(e, position)])
 
-    def _totals(self, tx: Tx, contact_id: str) -> None:
-        """A contact's conversation counts and first/last contact, from its conversation
+    @handles_run(Conversation.Opened)
+    def _opened_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        insert_rows(
+            tx,
+            "rm_crm_conversations",
+            (("id", "text"), ("tenant_id", "text"), ("contact_id", "text")),
+            [(str(e.originator_id), str(e.tenant_id), str(e.contact_id)) for e, _ in run],
+            key="id",
+            also={"status": f"'{ConversationStatus.OPEN.value}'"},
+        )
+        self._totals(tx, sorted({str(e.contact_id) for e, _ in run}))
+
+    def _totals(self, tx: Tx, contact_id: str | list[str]) -> None:
+        """Contacts' conversation counts and first/last contact, from their conversation
         rows: the same whichever of the contact's and its conversations' events came first."""
+        if isinstance(contact_id, str):
+            ids, params = "= ?", [contact_id]
+        else:
+            ids, params = one_of(tx, contact_id)
         tx.execute(
             "UPDATE rm_crm_contacts SET (total_conversations, open_conversations,"
             " first_contact_at, last_contact_at) = (SELECT COUNT(*),"
             f" COUNT(CASE WHEN c.status IN {_OPEN_SQL} THEN 1 END), MIN(c.first_at),"
             " MAX(c.last_at) FROM rm_crm_conversations c WHERE c.contact_id = rm_crm_contacts.id)"
-            " WHERE id = ?",
-            (contact_id,),
+            f" WHERE id {ids}",
+            params,
         )
 
     def _contact_of(self, tx: Tx, conversation_id: str) -> tuple[str, str] | None:
@@ -283,35 +324,45 @@ class CrmProjection(Projection):
         row = tx.fetchone()
         return None if row is None else (str(row[0]), str(row[1]))
 
-    def _contacted(self, tx: Tx, conversation_id: str, at: int) -> None:
-        """A message at ``at``: the conversation's first/last contact widen to include it,
-        and so do its contact's (the MIN/MAX of its conversations' that :meth:`_totals`
-        computes: widening one of them widens the MIN/MAX by the same), without reading
-        anything back: two statements, whichever row is missing."""
+    def _contacted(self, tx: Tx, moments: list[tuple[str, int]]) -> None:
+        """Messages at (conversation, moment)s, one a conversation: each conversation's
+        first/last contact widen to include its moment, and so do its contact's (the
+        MIN/MAX of its conversations' that :meth:`_totals` computes: widening one of them
+        widens the MIN/MAX by the same), without reading anything back: two statements,
+        whichever rows are missing."""
+        columns = (("conversation_id", "text"), ("at", "bigint"))
+        prefix, source, params = rows_as(tx, "v", columns, moments)
         tx.execute(
-            "UPDATE rm_crm_contacts SET"
-            " first_contact_at = CASE WHEN first_contact_at IS NULL OR first_contact_at > ?"
-            " THEN ? ELSE first_contact_at END,"
-            " last_contact_at = CASE WHEN last_contact_at IS NULL OR last_contact_at < ?"
-            " THEN ? ELSE last_contact_at END"
-            " WHERE id = (SELECT contact_id FROM rm_crm_conversations WHERE id = ?)",
-            (at, at, at, at, conversation_id),
+            prefix + "UPDATE rm_crm_contacts SET"
+            " first_contact_at = CASE WHEN first_contact_at IS NULL OR first_contact_at > m.lo"
+            " THEN m.lo ELSE first_contact_at END,"
+            " last_contact_at = CASE WHEN last_contact_at IS NULL OR last_contact_at < m.hi"
+            " THEN m.hi ELSE last_contact_at END"
+            " FROM (SELECT c.contact_id, MIN(v.at) AS lo, MAX(v.at) AS hi"
+            f" FROM {source} JOIN rm_crm_conversations c ON c.id = v.conversation_id"
+            " GROUP BY c.contact_id) AS m WHERE rm_crm_contacts.id = m.contact_id",
+            params,
         )
+        prefix, source, params = rows_as(tx, "v", columns, moments)
         tx.execute(
-            "UPDATE rm_crm_conversations SET"
-            " first_at = CASE WHEN first_at IS NULL OR first_at > ? THEN ? ELSE first_at END,"
-            " last_at = CASE WHEN last_at IS NULL OR last_at < ? THEN ? ELSE last_at END"
-            " WHERE id = ?",
-            (at, at, at, at, conversation_id),
+            prefix + "UPDATE rm_crm_conversations SET"
+            " first_at = CASE WHEN first_at IS NULL OR first_at > v.at THEN v.at ELSE first_at END,"
+            " last_at = CASE WHEN last_at IS NULL OR last_at < v.at THEN v.at ELSE last_at END"
+            f" FROM {source} WHERE rm_crm_conversations.id = v.conversation_id",
+            params,
         )
 
     @handles(Conversation.MessageReceived)
     def _received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
-        self._contacted(tx, str(e.originator_id), micros(e.occurred_at))
+        self._received_run(tx, [(e, position)])
+
+    @handles_run(Conversation.MessageReceived)
+    def _received_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        self._contacted(tx, [(str(e.originator_id), micros(e.occurred_at)) for e, _ in run])
 
     @handles(Conversation.MessageSent)
     def _sent(self, tx: Tx, e: Conversation.MessageSent, position: int) -> None:
-        self._contacted(tx, str(e.originator_id), micros(e.at))
+        self._contacted(tx, [(str(e.originator_id), micros(e.at))])
 
     def _status(self, tx: Tx, conversation_id: str | list[str], status: ConversationStatus) -> None:
         """The conversations' status, and their contacts' totals where a conversation goes

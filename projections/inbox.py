@@ -12,18 +12,35 @@ from typing import Any
 from contact_centre.contacts import Contact
 from contact_centre.conversations import Conversation, ConversationStatus
 from projections.base import (
+    REGISTERED,
     Projection,
     Tx,
     dumps,
     handles,
     handles_run,
+    insert_rows,
     loads,
     micros,
     one_of,
+    registered_rows,
+    rows_as,
     sealed_text,
 )
 
 _STILL_WAITING = (ConversationStatus.OPEN, ConversationStatus.PENDING)
+# A received message's row, as the run handler takes it.
+_RECEIVED = (
+    ("id", "text"),
+    ("tenant_id", "text"),
+    ("conversation_id", "text"),
+    ("provider", "text"),
+    ("sender_kind", "text"),
+    ("content", "text"),
+    ("attachments", "text"),
+    ("occurred_at", "bigint"),
+    ("recorded_at", "bigint"),
+    ("position", "bigint"),
+)
 
 
 class InboxProjection(Projection):
@@ -73,17 +90,17 @@ class InboxProjection(Projection):
     # -- contacts ----------------------------------------------------------------------
     @handles(Contact.Registered)
     def _contact_registered(self, tx: Tx, e: Contact.Registered, position: int) -> None:
-        tx.execute(
-            "INSERT INTO rm_contacts (id, tenant_id, display_name, identities, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            (
-                str(e.originator_id),
-                str(e.tenant_id),
-                sealed_text(e.display_name),
-                dumps([[e.identity_kind, e.identity_address]]),
-                micros(e.at),
-                micros(e.at),
-            ),
+        self._contacts_registered(tx, [(e, position)])
+
+    @handles_run(Contact.Registered)
+    def _contacts_registered(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        insert_rows(
+            tx,
+            "rm_contacts",
+            REGISTERED,
+            registered_rows(run),
+            key="id",
+            also={"updated_at": "v.created_at"},
         )
 
     @handles(Contact.IdentityLinked)
@@ -109,52 +126,73 @@ class InboxProjection(Projection):
     # -- conversations -----------------------------------------------------------------
     @handles(Conversation.Opened)
     def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
-        at = micros(e.at)
-        tx.execute(
-            "INSERT INTO rm_conversations (id, tenant_id, channel, contact_id, status,"
-            " assignee_id, last_message, last_direction, last_message_at, unread,"
-            " message_count, opened_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, 0, 0, ?, ?)"
-            " ON CONFLICT (id) DO NOTHING",
+        self._opened_run(tx, [(e, position)])
+
+    @handles_run(Conversation.Opened)
+    def _opened_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        insert_rows(
+            tx,
+            "rm_conversations",
             (
-                str(e.originator_id),
-                str(e.tenant_id),
-                e.channel,
-                str(e.contact_id),
-                ConversationStatus.OPEN.value,
-                at,
-                at,
+                ("id", "text"),
+                ("tenant_id", "text"),
+                ("channel", "text"),
+                ("contact_id", "text"),
+                ("opened_at", "bigint"),
             ),
+            [
+                (str(e.originator_id), str(e.tenant_id), e.channel, str(e.contact_id), micros(e.at))
+                for e, _ in run
+            ],
+            key="id",
+            also={
+                "status": f"'{ConversationStatus.OPEN.value}'",
+                "assignee_id": "NULL",
+                "last_message": "NULL",
+                "last_direction": "NULL",
+                "last_message_at": "NULL",
+                "unread": "0",
+                "message_count": "0",
+                "updated_at": "v.opened_at",
+            },
         )
 
     @handles(Conversation.MessageReceived)
     def _message_received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
-        conversation_id = str(e.originator_id)
-        occurred = micros(e.occurred_at)
-        tx.execute(
-            "INSERT INTO rm_messages (id, tenant_id, conversation_id, kind, direction, author,"
-            " provider, sender_kind, content, body, attachments, occurred_at, recorded_at,"
-            " position)"
-            " VALUES (?, ?, ?, 'message', 'inbound', NULL, ?, ?, ?, NULL, ?, ?, ?, ?)"
-            " ON CONFLICT (conversation_id, id) DO NOTHING",
+        self._messages_received(tx, [(e, position)])
+
+    @handles_run(Conversation.MessageReceived)
+    def _messages_received(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        rows = [
             (
                 str(e.message_id),
                 str(e.tenant_id),
-                conversation_id,
+                str(e.originator_id),
                 e.provider,
                 e.sender_kind,
                 sealed_text(e.content),
                 dumps(e.attachments),
-                occurred,
+                micros(e.occurred_at),
                 micros(e.at),
                 position,
-            ),
+            )
+            for e, position in run
+        ]
+        insert_rows(
+            tx,
+            "rm_messages",
+            _RECEIVED,
+            rows,
+            key="conversation_id, id",
+            also={"kind": "'message'", "direction": "'inbound'", "author": "NULL", "body": "NULL"},
         )
+        prefix, source, params = rows_as(tx, "v", _RECEIVED, rows)
         tx.execute(
-            "UPDATE rm_conversations SET last_message = ?, last_direction = 'inbound',"
-            " last_message_at = ?, unread = unread + 1, message_count = message_count + 1,"
-            " updated_at = ? WHERE id = ?",
-            (sealed_text(e.content), occurred, micros(e.at), conversation_id),
+            prefix + "UPDATE rm_conversations SET last_message = v.content,"
+            " last_direction = 'inbound', last_message_at = v.occurred_at, unread = unread + 1,"
+            " message_count = message_count + 1, updated_at = v.recorded_at"
+            f" FROM {source} WHERE rm_conversations.id = v.conversation_id",
+            params,
         )
 
     def _outbound(

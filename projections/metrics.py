@@ -13,7 +13,16 @@ from typing import Any
 from contact_centre.conversations import Conversation
 from contact_centre.interaction import Channel
 from contact_centre.staff import Agent, Queue, default_sl_threshold
-from projections.base import Projection, Tx, handles, handles_run, micros, one_of
+from projections.base import (
+    Projection,
+    Tx,
+    handles,
+    handles_run,
+    insert_rows,
+    micros,
+    one_of,
+    rows_as,
+)
 
 INTERVAL = 15 * 60 * 1_000_000  # 15 minutes, in microseconds
 
@@ -179,10 +188,16 @@ class MetricsProjection(Projection):
     # -- conversations -----------------------------------------------------------------
     @handles(Conversation.Opened)
     def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
-        tx.execute(
-            "INSERT INTO rm_metric_conversations (id, tenant_id, channel) VALUES (?, ?, ?)"
-            " ON CONFLICT (id) DO NOTHING",
-            (str(e.originator_id), str(e.tenant_id), e.channel),
+        self._opened_run(tx, [(e, position)])
+
+    @handles_run(Conversation.Opened)
+    def _opened_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        insert_rows(
+            tx,
+            "rm_metric_conversations",
+            (("id", "text"), ("tenant_id", "text"), ("channel", "text")),
+            [(str(e.originator_id), str(e.tenant_id), e.channel) for e, _ in run],
+            key="id",
         )
 
     @handles(Conversation.Queued)
@@ -296,10 +311,21 @@ class MetricsProjection(Projection):
 
     @handles(Conversation.MessageReceived)
     def _received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
+        self._received_run(tx, [(e, position)])
+
+    @handles_run(Conversation.MessageReceived)
+    def _received_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        prefix, source, params = rows_as(
+            tx,
+            "v",
+            (("id", "text"), ("at", "bigint")),
+            [(str(e.originator_id), micros(e.occurred_at)) for e, _ in run],
+        )
         tx.execute(
-            "UPDATE rm_metric_conversations SET first_inbound_at = ?"
-            " WHERE id = ? AND first_inbound_at IS NULL",
-            (micros(e.occurred_at), str(e.originator_id)),
+            prefix + "UPDATE rm_metric_conversations SET first_inbound_at = v.at"
+            f" FROM {source} WHERE rm_metric_conversations.id = v.id"
+            " AND rm_metric_conversations.first_inbound_at IS NULL",
+            params,
         )
 
     @handles(Conversation.MessageSent)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from contact_centre.conversations import Conversation
-from projections.base import Projection, Tx, handles, handles_run, micros, one_of
+from projections.base import Projection, Tx, handles, handles_run, insert_rows, micros, one_of
 
 
 class QueueStateProjection(Projection):
@@ -26,10 +26,16 @@ class QueueStateProjection(Projection):
 
     @handles(Conversation.Opened)
     def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
-        tx.execute(
-            "INSERT INTO rm_queue_conversations (id, tenant_id, channel) VALUES (?, ?, ?)"
-            " ON CONFLICT (id) DO NOTHING",
-            (str(e.originator_id), str(e.tenant_id), e.channel),
+        self._opened_run(tx, [(e, position)])
+
+    @handles_run(Conversation.Opened)
+    def _opened_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        insert_rows(
+            tx,
+            "rm_queue_conversations",
+            (("id", "text"), ("tenant_id", "text"), ("channel", "text")),
+            [(str(e.originator_id), str(e.tenant_id), e.channel) for e, _ in run],
+            key="id",
         )
 
     @handles(Conversation.Queued)

@@ -8,6 +8,7 @@ Due dates are not stored: they follow from the anchor and the tenant's *current*
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -27,9 +28,23 @@ from projections.base import (
     from_micros,
     handles,
     handles_run,
+    insert_rows,
     loads,
     micros,
     one_of,
+    rows_as,
+)
+
+# A new scope's row, as :meth:`RetentionLedgerProjection._scopes` takes it.
+_NEW_SCOPE = (
+    ("scope_id", "text"),
+    ("tenant_id", "text"),
+    ("kind", "text"),
+    ("subject_id", "text"),
+    ("category", "text"),
+    ("anchor_at", "bigint"),
+    ("contact_id", "text"),
+    ("conversation_id", "text"),
 )
 
 _SCOPE_KEYS = (
@@ -110,11 +125,27 @@ class RetentionLedgerProjection(Projection):
         contact: str | None,
         conversation: str | None,
     ) -> None:
-        tx.execute(
-            "INSERT INTO rm_retention_scopes (scope_id, tenant_id, kind, subject_id, category,"
-            " anchor_at, contact_id, conversation_id, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?,"
-            " 'live') ON CONFLICT (scope_id) DO NOTHING",
-            (scope_id, tenant, kind.value, subject, category.value, anchor, contact, conversation),
+        self._scopes(
+            tx,
+            [
+                (
+                    scope_id,
+                    tenant,
+                    kind.value,
+                    subject,
+                    category.value,
+                    anchor,
+                    contact,
+                    conversation,
+                )
+            ],
+        )
+
+    def _scopes(self, tx: Tx, rows: list[tuple[Any, ...]]) -> None:
+        """Live scopes: (id, tenant, kind, subject, category, anchor, contact, conversation)
+        rows, in one statement."""
+        insert_rows(
+            tx, "rm_retention_scopes", _NEW_SCOPE, rows, key="scope_id", also={"status": "'live'"}
         )
 
     def _touch(self, tx: Tx, scope_id: str, moment: int, also: str | None = None) -> None:
@@ -136,14 +167,30 @@ class RetentionLedgerProjection(Projection):
             (moment, moment, moment, moment, moment, *params),
         )
 
+    def _touch_each(self, tx: Tx, moments: list[tuple[str, int]]) -> None:
+        """As :meth:`_touch` of each (scope, moment), one moment a scope, in one statement."""
+        later = "status = 'noticed' AND noticed_at < v.at"
+        prefix, source, params = rows_as(tx, "v", (("scope_id", "text"), ("at", "bigint")), moments)
+        tx.execute(
+            prefix + "UPDATE rm_retention_scopes SET anchor_at = CASE WHEN anchor_at IS NULL"
+            " OR anchor_at < v.at THEN v.at ELSE anchor_at END,"
+            f" notice_delete_after = CASE WHEN {later} THEN NULL ELSE notice_delete_after END,"
+            f" noticed_at = CASE WHEN {later} THEN NULL ELSE noticed_at END,"
+            f" status = CASE WHEN {later} THEN 'live' ELSE status END"
+            f" FROM {source} WHERE rm_retention_scopes.scope_id = v.scope_id"
+            " AND status != 'erased'",
+            params,
+        )
+
     def _touch_contact(self, tx: Tx, contact_id: str) -> None:
         """The contact's anchor takes in the latest activity of its conversations."""
-        self._touch_contact_of(tx, "?", contact_id)
+        self._touch_contacts(tx, "= ?", [contact_id])
 
-    def _touch_contact_of(self, tx: Tx, contact_sql: str, param: str) -> None:
-        """As :meth:`_touch_contact`, for the contact that ``contact_sql`` (an expression
-        with one parameter) names. One statement, no result to wait for: on PostgreSQL a
-        projection's transaction then costs one round trip, not one per read."""
+    def _touch_contacts(self, tx: Tx, contacts_sql: str, params: Sequence[Any]) -> None:
+        """As :meth:`_touch_contact` for each contact whose id passes ``contact_id
+        {contacts_sql}`` (a test, taking ``params``). One statement, no result to wait for:
+        on PostgreSQL a projection's transaction then costs one round trip, not one per
+        read."""
         later = "status = 'noticed' AND noticed_at < m.v"
         tx.execute(
             "UPDATE rm_retention_scopes SET anchor_at = CASE WHEN anchor_at IS NULL"
@@ -151,11 +198,11 @@ class RetentionLedgerProjection(Projection):
             f" notice_delete_after = CASE WHEN {later} THEN NULL ELSE notice_delete_after END,"
             f" noticed_at = CASE WHEN {later} THEN NULL ELSE noticed_at END,"
             f" status = CASE WHEN {later} THEN 'live' ELSE status END"
-            " FROM (SELECT MAX(anchor_at) AS v FROM rm_retention_scopes"
-            f" WHERE contact_id = {contact_sql} AND kind = ?) AS m"
-            f" WHERE scope_id = 'contact:' || {contact_sql} AND status != 'erased'"
+            " FROM (SELECT contact_id, MAX(anchor_at) AS v FROM rm_retention_scopes"
+            f" WHERE kind = ? AND contact_id {contacts_sql} GROUP BY contact_id) AS m"
+            " WHERE scope_id = 'contact:' || m.contact_id AND status != 'erased'"
             " AND m.v IS NOT NULL",
-            (param, ScopeKind.CONVERSATION.value, param),
+            (ScopeKind.CONVERSATION.value, *params),
         )
 
     def _erased(
@@ -245,19 +292,22 @@ class RetentionLedgerProjection(Projection):
     # -- contacts ----------------------------------------------------------------------
     @handles(Contact.Registered)
     def _contact(self, tx: Tx, e: Contact.Registered, position: int) -> None:
-        contact = str(e.originator_id)
-        self._scope(
+        self._contact_run(tx, [(e, position)])
+
+    @handles_run(Contact.Registered)
+    def _contact_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        contacts = [str(e.originator_id) for e, _ in run]
+        kind, category = ScopeKind.CONTACT.value, Category.CONTACT.value
+        self._scopes(
             tx,
-            f"contact:{contact}",
-            str(e.tenant_id),
-            ScopeKind.CONTACT,
-            contact,
-            Category.CONTACT,
-            micros(e.at),
-            contact,
-            None,
+            [
+                (f"contact:{c}", str(e.tenant_id), kind, c, category, micros(e.at), c, None)
+                for c, (e, _) in zip(contacts, run, strict=True)
+            ],
         )
-        self._touch_contact(tx, contact)  # its conversations' events may have come first
+        # their conversations' events may have come first
+        ids, params = one_of(tx, contacts)
+        self._touch_contacts(tx, ids, params)
 
     @handles(
         Contact.IdentityLinked, Contact.DetailsCorrected, Contact.Tagged, Contact.AttributesChanged
@@ -288,40 +338,62 @@ class RetentionLedgerProjection(Projection):
     # -- conversations -----------------------------------------------------------------
     @handles(Conversation.Opened)
     def _conversation(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
-        conversation, tenant, at = str(e.originator_id), str(e.tenant_id), micros(e.at)
-        webchat = e.channel == Channel.WEBCHAT.value
-        category = Category.CHAT_VISITOR if webchat else Category.CORRESPONDENCE
-        self._scope(
-            tx,
-            f"conversation:{conversation}",
-            tenant,
-            ScopeKind.CONVERSATION,
-            conversation,
-            category,
-            at,
-            str(e.contact_id),
-            conversation,
-        )
-        if webchat:  # the visitor's IP and cookie go with the chat (P1, P4)
-            self._scope(
-                tx,
-                f"visitor-network:{conversation}",
-                tenant,
-                ScopeKind.VISITOR_NETWORK,
-                conversation,
-                Category.CHAT_VISITOR,
-                at,
-                str(e.contact_id),
-                conversation,
+        self._conversation_run(tx, [(e, position)])
+
+    @handles_run(Conversation.Opened)
+    def _conversation_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        rows: list[tuple[Any, ...]] = []
+        for e, _ in run:
+            conversation, tenant, at = str(e.originator_id), str(e.tenant_id), micros(e.at)
+            contact = str(e.contact_id)
+            webchat = e.channel == Channel.WEBCHAT.value
+            category = Category.CHAT_VISITOR if webchat else Category.CORRESPONDENCE
+            rows.append(
+                (
+                    f"conversation:{conversation}",
+                    tenant,
+                    ScopeKind.CONVERSATION.value,
+                    conversation,
+                    category.value,
+                    at,
+                    contact,
+                    conversation,
+                )
             )
-        self._touch_contact(tx, str(e.contact_id))
+            if webchat:  # the visitor's IP and cookie go with the chat (P1, P4)
+                rows.append(
+                    (
+                        f"visitor-network:{conversation}",
+                        tenant,
+                        ScopeKind.VISITOR_NETWORK.value,
+                        conversation,
+                        Category.CHAT_VISITOR.value,
+                        at,
+                        contact,
+                        conversation,
+                    )
+                )
+        self._scopes(tx, rows)
+        ids, params = one_of(tx, sorted({str(e.contact_id) for e, _ in run}))
+        self._touch_contacts(tx, ids, params)
 
     def _conversation_activity(self, tx: Tx, conversation: str, moment: int) -> None:
-        self._touch(tx, f"conversation:{conversation}", moment, f"visitor-network:{conversation}")
-        self._touch_contact_of(
+        self._conversations_activity(tx, [(conversation, moment)])
+
+    def _conversations_activity(self, tx: Tx, moments: list[tuple[str, int]]) -> None:
+        """Activity at (conversation, moment)s, one a conversation: their scopes' anchors,
+        then their contacts'."""
+        self._touch_each(
             tx,
-            "(SELECT contact_id FROM rm_retention_scopes WHERE scope_id = ?)",
-            f"conversation:{conversation}",
+            [
+                (f"{kind}:{conversation}", moment)
+                for conversation, moment in moments
+                for kind in ("conversation", "visitor-network")
+            ],
+        )
+        ids, params = one_of(tx, [f"conversation:{conversation}" for conversation, _ in moments])
+        self._touch_contacts(
+            tx, f"IN (SELECT contact_id FROM rm_retention_scopes WHERE scope_id {ids})", params
         )
 
     @handles(Conversation.ContactChanged)
@@ -337,8 +409,13 @@ class RetentionLedgerProjection(Projection):
 
     @handles(Conversation.MessageReceived)
     def _received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
-        self._conversation_activity(
-            tx, str(e.originator_id), max(micros(e.occurred_at), micros(e.at))
+        self._received_run(tx, [(e, position)])
+
+    @handles_run(Conversation.MessageReceived)
+    def _received_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        self._conversations_activity(
+            tx,
+            [(str(e.originator_id), max(micros(e.occurred_at), micros(e.at))) for e, _ in run],
         )
 
     @handles(

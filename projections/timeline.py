@@ -16,8 +16,20 @@ from projections.base import (
     handles_run,
     micros,
     one_of,
+    rows_as,
     sealed_text,
-    values_cte,
+)
+
+# A timeline entry's row, as :meth:`TimelineProjection._insert_entries` takes it.
+_ENTRY = (
+    ("id", "text"),
+    ("tenant_id", "text"),
+    ("conversation_id", "text"),
+    ("direction", "text"),
+    ("content", "text"),
+    ("detail", "text"),
+    ("occurred_at", "bigint"),
+    ("position", "bigint"),
 )
 
 
@@ -89,35 +101,33 @@ class TimelineProjection(Projection):
     ) -> None:
         """As :meth:`_entry` (no direction, no content, at the event's time) for each event
         of a run, in one statement."""
-        columns = ("id", "tenant_id", "conversation_id", "detail", "occurred_at", "position")
-        rows = [
-            (
-                f"{e.originator_id}:{e.originator_version}",
-                str(e.tenant_id),
-                str(e.originator_id),
-                dumps(detail(e)),
-                micros(e.at),
-                position,
-            )
-            for e, position in run
-        ]
-        if tx.dialect == "postgres":  # one array a column: few parameters to parse
-            prefix = ""
-            source = (
-                "unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[])"
-                f" AS v ({', '.join(columns)})"
-            )
-            # the kind comes first in the statement, then the arrays
-            params: list[Any] = [kind, *(list(column) for column in zip(*rows, strict=True))]
-        else:
-            prefix = values_cte("v", columns, rows) + " "
-            source = "v"
-            params = [*(value for row in rows for value in row), kind]
+        self._insert_entries(
+            tx,
+            kind,
+            [
+                (
+                    f"{e.originator_id}:{e.originator_version}",
+                    str(e.tenant_id),
+                    str(e.originator_id),
+                    None,
+                    None,
+                    dumps(detail(e)),
+                    micros(e.at),
+                    position,
+                )
+                for e, position in run
+            ],
+        )
+
+    def _insert_entries(self, tx: Tx, kind: str, rows: list[tuple[Any, ...]]) -> None:
+        """Entries of one kind: (id, tenant, conversation, direction, content, detail,
+        occurred at, position) rows, each with its conversation's contact and channel."""
+        prefix, source, params = rows_as(tx, "v", _ENTRY, rows)
         tx.execute(
             prefix + "INSERT INTO rm_timeline (id, tenant_id, contact_id, conversation_id,"
             " channel, kind, direction, content, detail, occurred_at, position)"
-            " SELECT v.id, v.tenant_id, c.contact_id, v.conversation_id, c.channel, ?, NULL,"
-            " NULL, v.detail, v.occurred_at, v.position"
+            " SELECT v.id, v.tenant_id, c.contact_id, v.conversation_id, c.channel,"
+            f" '{kind}', v.direction, v.content, v.detail, v.occurred_at, v.position"
             f" FROM {source}, rm_timeline_conversations c WHERE c.id = v.conversation_id"
             " ON CONFLICT (conversation_id, id) DO NOTHING",
             params,
@@ -125,12 +135,25 @@ class TimelineProjection(Projection):
 
     @handles(Conversation.Opened)
     def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
-        tx.execute(
-            "INSERT INTO rm_timeline_conversations (id, tenant_id, contact_id, channel)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            (str(e.originator_id), str(e.tenant_id), str(e.contact_id), e.channel),
+        self._opened_run(tx, [(e, position)])
+
+    @handles_run(Conversation.Opened)
+    def _opened_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        prefix, source, params = rows_as(
+            tx,
+            "v",
+            (("id", "text"), ("tenant_id", "text"), ("contact_id", "text"), ("channel", "text")),
+            [
+                (str(e.originator_id), str(e.tenant_id), str(e.contact_id), e.channel)
+                for e, _ in run
+            ],
         )
-        self._entry(tx, e, position, "status", detail={"status": "opened"})
+        tx.execute(
+            prefix + "INSERT INTO rm_timeline_conversations (id, tenant_id, contact_id, channel)"
+            f" SELECT * FROM {source} WHERE true ON CONFLICT (id) DO NOTHING",
+            params,
+        )
+        self._entries(tx, run, "status", lambda e: {"status": "opened"})
 
     @handles(Conversation.ContactChanged)
     def _contact_changed(self, tx: Tx, e: Conversation.ContactChanged, position: int) -> None:
@@ -147,16 +170,26 @@ class TimelineProjection(Projection):
 
     @handles(Conversation.MessageReceived)
     def _received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
-        self._entry(
+        self._received_run(tx, [(e, position)])
+
+    @handles_run(Conversation.MessageReceived)
+    def _received_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        self._insert_entries(
             tx,
-            e,
-            position,
             "message",
-            entry_id=str(e.message_id),
-            direction="inbound",
-            content=sealed_text(e.content),
-            detail={"provider": e.provider, "attachments": len(e.attachments)},
-            occurred_at=micros(e.occurred_at),
+            [
+                (
+                    str(e.message_id),
+                    str(e.tenant_id),
+                    str(e.originator_id),
+                    "inbound",
+                    sealed_text(e.content),
+                    dumps({"provider": e.provider, "attachments": len(e.attachments)}),
+                    micros(e.occurred_at),
+                    position,
+                )
+                for e, position in run
+            ],
         )
 
     @handles(Conversation.MessageSent)

@@ -19,6 +19,9 @@ import pytest
 from contact_centre.conversations import Conversation
 from infra.db import Database, PostgresDatabase, SQLiteDatabase
 from infra.runtime import Runtime, partitioned_projections
+from projections.crm import CrmProjection
+from projections.inbox import InboxProjection
+from projections.retention import RetentionLedgerProjection
 from tests.conftest import BACKENDS
 
 
@@ -127,10 +130,15 @@ def _dump_after(
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_events_taken_in_runs_leave_the_same_rows_as_one_at_a_time(
-    recorded: Runtime, tmp_path: Path, backend: str, request: pytest.FixtureRequest
+    recorded: Runtime,
+    tmp_path: Path,
+    backend: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """An erasure's Closed and ContentErased events, taken a class at a time in set-based
-    statements, change the read models as each event on its own would."""
+    """An erasure's Closed and ContentErased events, and a write batch's new contacts,
+    conversations and messages, taken a class at a time in set-based statements, change
+    the read models as each event on its own would."""
     app = recorded.app
     recorded.catch_up()
     with recorded.readdb.read() as tx:
@@ -154,6 +162,14 @@ def test_events_taken_in_runs_leave_the_same_rows_as_one_at_a_time(
         else SQLiteDatabase(str(tmp_path / "runs.sqlite"))
     )
     projections = partitioned_projections(recorded.vault)
+    # positive control: the scenario's write batches reach the handlers as runs of many
+    taken: dict[str, list[int]] = {}
+    for cls, name in (
+        (CrmProjection, "_registered_run"),
+        (InboxProjection, "_opened_run"),
+        (RetentionLedgerProjection, "_received_run"),
+    ):
+        monkeypatch.setattr(cls, name, _counting(getattr(cls, name), taken.setdefault(name, [])))
     try:
         with db.transaction() as tx:
             for projection in projections:
@@ -166,3 +182,12 @@ def test_events_taken_in_runs_leave_the_same_rows_as_one_at_a_time(
             assert not differing, f"batches of {batch}: {differing}"
     finally:
         db.close()
+    assert all(max(sizes) > 1 for sizes in taken.values()), taken
+
+
+def _counting(handler: Any, sizes: list[int]) -> Any:
+    def counted(self: Any, tx: Any, run: list[Any]) -> None:
+        sizes.append(len(run))
+        handler(self, tx, run)
+
+    return counted
