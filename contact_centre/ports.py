@@ -6,7 +6,7 @@ their own implementations, never patches.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -42,6 +42,11 @@ class WriteIndex(Protocol):
     """
 
     def get_many(self, namespace: str, keys: Sequence[str]) -> dict[str, str]: ...
+
+    def get_in(self, wanted: Mapping[str, Sequence[str]]) -> dict[tuple[str, str], str]:
+        """Keys of several namespaces in one read: (namespace, key) → value, for those
+        found."""
+        ...
 
     def scan_prefix(self, namespace: str, prefix: str) -> list[tuple[str, str]]:
         """Every (key, value) whose key begins with ``prefix`` (which ends with ':')."""

@@ -8,7 +8,7 @@ as the events they belong with, so a crash can never leave one without the other
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -205,17 +205,21 @@ class SQLiteWriteIndex:
         self.datastore = datastore
 
     def get_many(self, namespace: str, keys: Sequence[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
+        return {key: value for (_, key), value in self.get_in({namespace: keys}).items()}
+
+    def get_in(self, wanted: Mapping[str, Sequence[str]]) -> dict[tuple[str, str], str]:
+        found: dict[tuple[str, str], str] = {}
         with self.datastore.transaction(commit=False) as c:
-            for start in range(0, len(keys), _MAX_KEYS_PER_SELECT):
-                chunk = list(keys[start : start + _MAX_KEYS_PER_SELECT])
-                marks = ",".join("?" * len(chunk))
-                c.execute(
-                    f"SELECT key, value FROM {INDEX_TABLE} "
-                    f"WHERE namespace = ? AND key IN ({marks})",
-                    [namespace, *chunk],
-                )
-                found.update((row[0], row[1]) for row in c.fetchall())
+            for namespace, keys in wanted.items():
+                for start in range(0, len(keys), _MAX_KEYS_PER_SELECT):
+                    chunk = list(keys[start : start + _MAX_KEYS_PER_SELECT])
+                    marks = ",".join("?" * len(chunk))
+                    c.execute(
+                        f"SELECT key, value FROM {INDEX_TABLE} "
+                        f"WHERE namespace = ? AND key IN ({marks})",
+                        [namespace, *chunk],
+                    )
+                    found.update(((namespace, row[0]), row[1]) for row in c.fetchall())
         return found
 
     def scan(self, namespace: str) -> list[tuple[str, str]]:
@@ -297,6 +301,10 @@ class PostgresWriteIndex:
         self._select = SQL(
             "SELECT key, value FROM {table} WHERE namespace = %s AND key = ANY(%s)"
         ).format(table=Identifier(INDEX_TABLE))
+        self._select_in = SQL(
+            "SELECT namespace, key, value FROM {table} WHERE (namespace, key) IN"
+            " (SELECT * FROM unnest(%s::text[], %s::text[]))"
+        ).format(table=Identifier(INDEX_TABLE))
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def get_many(self, namespace: str, keys: Sequence[str]) -> dict[str, str]:
@@ -304,6 +312,21 @@ class PostgresWriteIndex:
             curs.execute(self._select, (namespace, list(keys)), prepare=True)
             rows: list[DictRow] = curs.fetchall()
             return {row["key"]: row["value"] for row in rows}
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def get_in(self, wanted: Mapping[str, Sequence[str]]) -> dict[tuple[str, str], str]:
+        """One statement (one round trip) for every namespace."""
+        pairs = [(namespace, key) for namespace, keys in wanted.items() for key in keys]
+        if not pairs:
+            return {}
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                self._select_in,
+                ([namespace for namespace, _ in pairs], [key for _, key in pairs]),
+                prepare=True,
+            )
+            rows: list[DictRow] = curs.fetchall()
+            return {(row["namespace"], row["key"]): row["value"] for row in rows}
 
     def scan(self, namespace: str) -> list[tuple[str, str]]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:

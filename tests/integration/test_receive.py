@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from contact_centre.application import NS_IDENTITY, NS_RECEIPT, NS_THREAD, Receive
 from contact_centre.conversations import Conversation, ConversationStatus
 from contact_centre.errors import NotFoundError, TenantInactiveError, ValidationError
 from contact_centre.interaction import Channel, Direction, Identity, IdentityKind, Interaction
@@ -243,3 +244,39 @@ def test_concurrent_deliveries_from_two_processes_to_one_conversation_lose_nothi
         assert len({e.message_id for e in received}) == 2 * per_writer
     finally:
         other.close()
+
+
+def test_a_write_batch_keeps_an_erased_opted_out_address_opted_out(
+    runtime: Runtime, tenant: UUID
+) -> None:
+    """The batch reads its index keys (suppression entries among them) in one query."""
+    app = runtime.app
+    suppressed, other = unique_phone(), unique_phone()
+    first = app.receive(sms(tenant, suppressed, "STOP"))
+    sender = Identity(IdentityKind.PHONE, suppressed)
+    app.run(lambda uow: app.update_suppression(uow, tenant, sender, "sms", True))
+    app.run(lambda uow: app.erase_contact_in(uow, tenant, first.contact_id, "request:erasure"))
+    outcomes = app.run_batch(
+        [Receive(app, sms(tenant, suppressed, "hello again")), Receive(app, sms(tenant, other))]
+    )
+    again, fresh = (outcome.result for outcome in outcomes)
+    assert again.contact_id != first.contact_id
+    contacts = {c: app.repository.get(c) for c in (again.contact_id, fresh.contact_id)}
+    assert contacts[again.contact_id].opted_out == {"sms"}
+    assert contacts[fresh.contact_id].opted_out == set()
+
+
+def test_the_write_index_reads_several_namespaces_at_once(runtime: Runtime, tenant: UUID) -> None:
+    app = runtime.app
+    app.receive(sms(tenant, unique_phone()))
+    identities = dict(app.index.scan_prefix(NS_IDENTITY, ""))
+    threads = dict(app.index.scan_prefix(NS_THREAD, ""))
+    assert identities
+    assert threads
+    found = app.index.get_in(
+        {NS_IDENTITY: [*identities, "absent"], NS_THREAD: list(threads), NS_RECEIPT: ["absent"]}
+    )
+    assert found == {
+        **{(NS_IDENTITY, k): v for k, v in identities.items()},
+        **{(NS_THREAD, k): v for k, v in threads.items()},
+    }
