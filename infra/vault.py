@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
@@ -285,11 +286,17 @@ class KeyVault:
         with self.db.transaction() as tx:
             for start in range(0, len(rows), 200):
                 chunk = rows[start : start + 200]
+                if tx.dialect == "postgres":  # one text whatever the count, 4 parameters
+                    source = "SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::bigint[])"
+                    params: list[Any] = [list(column) for column in zip(*chunk, strict=True)]
+                else:
+                    source = "VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+                    params = [value for row in chunk for value in row]
                 tx.execute(
-                    "INSERT INTO cc_vault_keys (scope, tenant_id, wrapped, created_at) VALUES "
-                    + ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+                    "INSERT INTO cc_vault_keys (scope, tenant_id, wrapped, created_at) "
+                    + source
                     + " ON CONFLICT (scope) DO NOTHING RETURNING scope",
-                    [value for row in chunk for value in row],
+                    params,
                 )
                 stored.update(str(r[0]) for r in tx.fetchall())
         lost = [
