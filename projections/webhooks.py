@@ -30,7 +30,17 @@ from contact_centre.webhooks import (
     WebhookSubscription,
     delivery_id,
 )
-from projections.base import Projection, Tx, dumps, handles, loads, micros, sealed_text
+from projections.base import (
+    Projection,
+    Tx,
+    dumps,
+    handles,
+    handles_run,
+    insert_rows,
+    loads,
+    micros,
+    sealed_text,
+)
 
 PAYLOAD_VERSION = 1
 # Told even about a restricted contact (ids only): recipients must hear of restrictions
@@ -241,12 +251,24 @@ class WebhooksProjection(Projection):
     # -- conversations ------------------------------------------------------------------
     @handles(Conversation.Opened)
     def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
-        tx.execute(
-            "INSERT INTO rm_webhook_conversations (id, tenant_id, contact_id, channel)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            (str(e.originator_id), str(e.tenant_id), str(e.contact_id), e.channel),
+        self._opened_run(tx, [(e, position)])
+
+    @handles_run(Conversation.Opened)
+    def _opened_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        insert_rows(
+            tx,
+            "rm_webhook_conversations",
+            (("id", "text"), ("tenant_id", "text"), ("contact_id", "text"), ("channel", "text")),
+            [
+                (str(e.originator_id), str(e.tenant_id), str(e.contact_id), e.channel)
+                for e, _ in run
+            ],
+            key="id",
         )
-        self._conversation_event(tx, e, position, "conversation.opened", {"opened_at": iso(e.at)})
+        for e, position in run:  # deliveries are ordered by position, not by insertion
+            self._conversation_event(
+                tx, e, position, "conversation.opened", {"opened_at": iso(e.at)}
+            )
 
     @handles(Conversation.ContactChanged)
     def _contact_changed(self, tx: Tx, e: Conversation.ContactChanged, position: int) -> None:
@@ -290,6 +312,13 @@ class WebhooksProjection(Projection):
         message = dumps({"inbound": sealed_text(e.content)})
         self._conversation_event(tx, e, position, "message.received", extra, message)
 
+    @handles_run(Conversation.MessageReceived)
+    def _received_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        """One at a time (each a delivery per subscriber, nothing without one): a run
+        handler so that a write batch's other events can be taken in runs."""
+        for e, position in run:
+            self._received(tx, e, position)
+
     @handles(Conversation.MessageSent)
     def _sent(self, tx: Tx, e: Conversation.MessageSent, position: int) -> None:
         extra = {"message_id": str(e.message_id), "author": e.author}
@@ -328,14 +357,22 @@ class WebhooksProjection(Projection):
     # -- contacts -----------------------------------------------------------------------
     @handles(Contact.Registered)
     def _contact_created(self, tx: Tx, e: Contact.Registered, position: int) -> None:
-        contact_id = str(e.originator_id)
-        tx.execute(
-            "INSERT INTO rm_webhook_contacts (id, tenant_id, restricted) VALUES (?, ?, 0)"
-            " ON CONFLICT (id) DO NOTHING",
-            (contact_id, str(e.tenant_id)),
+        self._contacts_created(tx, [(e, position)])
+
+    @handles_run(Contact.Registered)
+    def _contacts_created(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        insert_rows(
+            tx,
+            "rm_webhook_contacts",
+            (("id", "text"), ("tenant_id", "text")),
+            [(str(e.originator_id), str(e.tenant_id)) for e, _ in run],
+            key="id",
+            also={"restricted": "0"},
         )
-        data = {"contact_id": contact_id, "identity_kinds": [e.identity_kind]}
-        self._queue(tx, e, position, "contact.created", contact_id, contact_id, data)
+        for e, position in run:
+            contact_id = str(e.originator_id)
+            data = {"contact_id": contact_id, "identity_kinds": [e.identity_kind]}
+            self._queue(tx, e, position, "contact.created", contact_id, contact_id, data)
 
     def _contact_updated(self, tx: Tx, e: Any, position: int, extra: dict[str, Any]) -> None:
         contact_id = str(e.originator_id)

@@ -18,10 +18,11 @@ import pytest
 
 from contact_centre.conversations import Conversation
 from infra.db import Database, PostgresDatabase, SQLiteDatabase
-from infra.runtime import Runtime, partitioned_projections
+from infra.runtime import Runtime, all_projections, partitioned_projections
 from projections.crm import CrmProjection
 from projections.inbox import InboxProjection
 from projections.retention import RetentionLedgerProjection
+from projections.webhooks import WebhooksProjection
 from tests.conftest import BACKENDS
 
 
@@ -161,13 +162,14 @@ def test_events_taken_in_runs_leave_the_same_rows_as_one_at_a_time(
         if backend == "postgres"
         else SQLiteDatabase(str(tmp_path / "runs.sqlite"))
     )
-    projections = partitioned_projections(recorded.vault)
+    projections = all_projections(recorded.vault)  # applied in log order here
     # positive control: the scenario's write batches reach the handlers as runs of many
     taken: dict[str, list[int]] = {}
     for cls, name in (
         (CrmProjection, "_registered_run"),
         (InboxProjection, "_opened_run"),
         (RetentionLedgerProjection, "_received_run"),
+        (WebhooksProjection, "_contacts_created"),
     ):
         monkeypatch.setattr(cls, name, _counting(getattr(cls, name), taken.setdefault(name, [])))
     try:
