@@ -302,8 +302,8 @@ class PostgresWriteIndex:
             "SELECT key, value FROM {table} WHERE namespace = %s AND key = ANY(%s)"
         ).format(table=Identifier(INDEX_TABLE))
         self._select_in = SQL(
-            "SELECT namespace, key, value FROM {table} WHERE (namespace, key) IN"
-            " (SELECT * FROM unnest(%s::text[], %s::text[]))"
+            "SELECT c.namespace, c.key, c.value FROM unnest(%s::text[], %s::text[])"
+            " AS u (namespace, key) JOIN {table} c ON c.namespace = u.namespace AND c.key = u.key"
         ).format(table=Identifier(INDEX_TABLE))
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
