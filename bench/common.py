@@ -60,6 +60,9 @@ def backend(name: str, postgres_url: str | None = None) -> Iterator[Backend]:
     finally:
         if server is not None:
             server.stop()
+        else:  # a server we were given: leave it as we found it
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
 
 
 def shared_memory(server: LocalPostgres) -> str:
