@@ -36,6 +36,11 @@ class Database(Protocol):
         """Context manager yielding a :class:`Tx` for a consistent read."""
         ...
 
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read statement, which is its own snapshot: on PostgreSQL one
+        round trip, where :meth:`read` takes three (BEGIN, the statement, ROLLBACK)."""
+        ...
+
     def execute_outside_transaction(self, sql: str) -> None:
         """Run a statement that cannot run in a transaction (VACUUM, PRAGMA...)."""
         ...
@@ -163,6 +168,9 @@ class SQLiteDatabase:
             yield _SQLiteTx(conn)
         finally:
             conn.execute("ROLLBACK")
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self._conn().execute(sql, params).fetchall())
 
     def execute_outside_transaction(self, sql: str) -> None:
         self._conn().execute(sql)
@@ -331,6 +339,10 @@ class PostgresDatabase:
     def read(self) -> Iterator[_PgTx]:
         with self.pool.connection() as conn, conn.transaction(force_rollback=True):
             yield _PgTx(conn)
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.pool.connection() as conn:  # autocommit: the statement alone
+            return conn.execute(to_pg(sql, _binary_lists(params)), params, prepare=True).fetchall()
 
     def execute_outside_transaction(self, sql: str) -> None:
         with self.pool.connection() as conn:

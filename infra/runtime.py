@@ -414,7 +414,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     if wal_files:
         runtime.checkpointer = WalCheckpointer(wal_files)
         runtime.add_ticker(runtime.checkpointer)
-    runtime.add_policy(DefaultPlacement(QueueFinder(readdb.read)))
+    runtime.add_policy(DefaultPlacement(QueueFinder(readdb.fetch)))
     if settings.retention_interval_seconds > 0:
         runtime.add_ticker(RetentionTicker(privacy, settings.retention_interval_seconds))
     install_routing(runtime)

@@ -225,10 +225,8 @@ class KeyVault:
 
     def refresh(self) -> None:
         """Drop cached keys if any process destroyed keys since the last look."""
-        with self.db.read() as tx:
-            tx.execute("SELECT generation FROM cc_vault_meta WHERE id = 1")
-            row = tx.fetchone()
-        generation = int(row[0]) if row else 0
+        rows = self.db.fetch("SELECT generation FROM cc_vault_meta WHERE id = 1")
+        generation = int(rows[0][0]) if rows else 0
         with self._lock:
             if self._generation is not None and generation != self._generation:
                 self._cache.clear()

@@ -20,35 +20,31 @@ from contact_centre.application import UnitOfWork
 from contact_centre.conversations import Conversation
 from contact_centre.errors import ConflictError
 from contact_centre.staff import Agent, AgentPresence
-from projections.base import Tx, loads
+from projections.base import loads
 from workflows.base import Policy, reacts_to
 
 
 class QueueFinder:
     """Reads the directory read model for the queue that serves a channel."""
 
-    def __init__(self, read: Any) -> None:
-        self._read = read  # a callable opening a read transaction (Database.read)
+    def __init__(self, fetch: Any) -> None:
+        self._fetch = fetch  # runs one read statement (Database.fetch)
 
     def queue_for(self, tenant_id: UUID, channel: str) -> UUID | None:
-        with self._read() as tx:
-            return _first_queue(tx, str(tenant_id), channel)
-
-
-def _first_queue(tx: Tx, tenant_id: str, channel: str) -> UUID | None:
-    tx.execute(
-        "SELECT id, channels, settings FROM rm_queues WHERE tenant_id = ? ORDER BY created_at, id",
-        (tenant_id,),
-    )
-    best: tuple[int, UUID] | None = None
-    for queue_id, channels, settings in tx.fetchall():
-        served = loads(channels)
-        if served and channel not in served:
-            continue
-        priority = int(loads(settings).get("priority", 0))
-        if best is None or priority > best[0]:
-            best = (priority, UUID(str(queue_id)))
-    return None if best is None else best[1]
+        rows = self._fetch(
+            "SELECT id, channels, settings FROM rm_queues WHERE tenant_id = ?"
+            " ORDER BY created_at, id",
+            (str(tenant_id),),
+        )
+        best: tuple[int, UUID] | None = None
+        for queue_id, channels, settings in rows:
+            served = loads(channels)
+            if served and channel not in served:
+                continue
+            priority = int(loads(settings).get("priority", 0))
+            if best is None or priority > best[0]:
+                best = (priority, UUID(str(queue_id)))
+        return None if best is None else best[1]
 
 
 class DefaultPlacement(Policy):
