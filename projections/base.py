@@ -238,40 +238,48 @@ class Projection(ABC):
 
         A *run* of consecutive events that all have run handlers (:func:`handles_run`)
         and come from one command (the same tenant and time: an erasure's Closed and
-        ContentErased of each conversation, say) is applied a class at a time, each class
-        in a few set-based statements, instead of one event at a time (on PostgreSQL each
-        statement costs the client and the server, pipelined or not). That order is kept
-        for each aggregate (a run where it would not be, or with two events of one class
-        from one aggregate, is applied one event at a time); a projection marks only
-        classes whose handlers then leave the same rows.
+        ContentErased of each conversation, or a write batch's new contacts,
+        conversations and messages) is applied a class at a time, each class in a few
+        set-based statements, instead of one event at a time (on PostgreSQL each
+        statement costs the client and the server, pipelined or not). Each aggregate's
+        own order is kept: a run ends before an event that taking classes in their order
+        of first appearance would apply before an earlier event of its aggregate (a
+        second message to one conversation, say), and the next run starts with it. A
+        projection marks only classes whose handlers then leave the same rows.
         """
         if not self._run_handlers:
             for event, position in items:
                 self.apply(tx, event, position)
             return
         run: list[tuple[Any, int]] = []
+        rank: dict[type[Any], int] = {}  # the run's classes, in order of first appearance
+        last: dict[Any, int] = {}  # each aggregate's latest class rank in the run
         for event, position in items:
-            if type(event) in self._run_handlers and (not run or _same_command(run[0][0], event)):
-                run.append((event, position))
-                continue
-            self._apply_run(tx, run)
-            if type(event) in self._run_handlers:
-                run = [(event, position)]
-            else:
-                run = []
+            event_type = type(event)
+            if event_type not in self._run_handlers:
+                self._apply_run(tx, run)
+                run, rank, last = [], {}, {}
                 self.apply(tx, event, position)
+                continue
+            r = rank.get(event_type, len(rank))
+            if run and (
+                not _same_command(run[0][0], event) or last.get(event.originator_id, -1) >= r
+            ):
+                self._apply_run(tx, run)
+                run, rank, last = [], {}, {}
+                r = 0
+            run.append((event, position))
+            rank.setdefault(event_type, r)
+            last[event.originator_id] = r
         self._apply_run(tx, run)
 
     def _apply_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
-        if not run:
+        if len(run) == 1:
+            self.apply(tx, *run[0])
             return
         by_class: dict[type[Any], list[tuple[Any, int]]] = {}
         for item in run:
             by_class.setdefault(type(item[0]), []).append(item)
-        if len(run) == 1 or not _keeps_order(run, list(by_class)):
-            for event, position in run:
-                self.apply(tx, event, position)
-            return
         for event_type, items in by_class.items():
             handler = getattr(self, self._run_handlers[event_type])
             for start in range(0, len(items), RUN_CHUNK):
@@ -284,19 +292,6 @@ def _same_command(first: Any, event: Any) -> bool:
         and event.at == getattr(first, "at", None)
         and getattr(event, "tenant_id", None) == getattr(first, "tenant_id", None)
     )
-
-
-def _keeps_order(run: list[tuple[Any, int]], classes: list[type[Any]]) -> bool:
-    """Whether applying ``run`` a class at a time, in ``classes``' order, applies each
-    aggregate's events in their own order, each class at most once per aggregate."""
-    rank = {event_type: i for i, event_type in enumerate(classes)}
-    last: dict[Any, int] = {}
-    for event, _ in run:
-        r = rank[type(event)]
-        if last.get(event.originator_id, -1) >= r:
-            return False
-        last[event.originator_id] = r
-    return True
 
 
 # SQLite stores a WITHOUT ROWID table in its primary key's order: the rows of one
