@@ -296,17 +296,14 @@ class RetentionLedgerProjection(Projection):
 
     @handles_run(Contact.Registered)
     def _contact_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
-        contacts = [str(e.originator_id) for e, _ in run]
         kind, category = ScopeKind.CONTACT.value, Category.CONTACT.value
+        contacts = [(str(e.originator_id), str(e.tenant_id), micros(e.at)) for e, _ in run]
         self._scopes(
             tx,
-            [
-                (f"contact:{c}", str(e.tenant_id), kind, c, category, micros(e.at), c, None)
-                for c, (e, _) in zip(contacts, run, strict=True)
-            ],
+            [(f"{kind}:{c}", tenant, kind, c, category, at, c, None) for c, tenant, at in contacts],
         )
         # their conversations' events may have come first
-        ids, params = one_of(tx, contacts)
+        ids, params = one_of(tx, [c for c, _, _ in contacts])
         self._touch_contacts(tx, ids, params)
 
     @handles(
@@ -344,35 +341,27 @@ class RetentionLedgerProjection(Projection):
     def _conversation_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
         rows: list[tuple[Any, ...]] = []
         for e, _ in run:
-            conversation, tenant, at = str(e.originator_id), str(e.tenant_id), micros(e.at)
-            contact = str(e.contact_id)
-            webchat = e.channel == Channel.WEBCHAT.value
-            category = Category.CHAT_VISITOR if webchat else Category.CORRESPONDENCE
-            rows.append(
+            conversation, contact = str(e.originator_id), str(e.contact_id)
+            scopes = [(ScopeKind.CONVERSATION, Category.CORRESPONDENCE)]
+            if e.channel == Channel.WEBCHAT.value:
+                # a chat's content, and the visitor's IP and cookie with it (P1, P4)
+                scopes = [
+                    (ScopeKind.CONVERSATION, Category.CHAT_VISITOR),
+                    (ScopeKind.VISITOR_NETWORK, Category.CHAT_VISITOR),
+                ]
+            rows += [
                 (
-                    f"conversation:{conversation}",
-                    tenant,
-                    ScopeKind.CONVERSATION.value,
+                    f"{kind.value}:{conversation}",
+                    str(e.tenant_id),
+                    kind.value,
                     conversation,
                     category.value,
-                    at,
+                    micros(e.at),
                     contact,
                     conversation,
                 )
-            )
-            if webchat:  # the visitor's IP and cookie go with the chat (P1, P4)
-                rows.append(
-                    (
-                        f"visitor-network:{conversation}",
-                        tenant,
-                        ScopeKind.VISITOR_NETWORK.value,
-                        conversation,
-                        Category.CHAT_VISITOR.value,
-                        at,
-                        contact,
-                        conversation,
-                    )
-                )
+                for kind, category in scopes
+            ]
         self._scopes(tx, rows)
         ids, params = one_of(tx, sorted({str(e.contact_id) for e, _ in run}))
         self._touch_contacts(tx, ids, params)
@@ -386,9 +375,9 @@ class RetentionLedgerProjection(Projection):
         self._touch_each(
             tx,
             [
-                (f"{kind}:{conversation}", moment)
+                (f"{kind.value}:{conversation}", moment)
                 for conversation, moment in moments
-                for kind in ("conversation", "visitor-network")
+                for kind in (ScopeKind.CONVERSATION, ScopeKind.VISITOR_NETWORK)
             ],
         )
         ids, params = one_of(tx, [f"conversation:{conversation}" for conversation, _ in moments])

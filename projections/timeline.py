@@ -14,6 +14,7 @@ from projections.base import (
     dumps,
     handles,
     handles_run,
+    insert_rows,
     micros,
     one_of,
     rows_as,
@@ -139,19 +140,15 @@ class TimelineProjection(Projection):
 
     @handles_run(Conversation.Opened)
     def _opened_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
-        prefix, source, params = rows_as(
+        insert_rows(
             tx,
-            "v",
+            "rm_timeline_conversations",
             (("id", "text"), ("tenant_id", "text"), ("contact_id", "text"), ("channel", "text")),
             [
                 (str(e.originator_id), str(e.tenant_id), str(e.contact_id), e.channel)
                 for e, _ in run
             ],
-        )
-        tx.execute(
-            prefix + "INSERT INTO rm_timeline_conversations (id, tenant_id, contact_id, channel)"
-            f" SELECT * FROM {source} WHERE true ON CONFLICT (id) DO NOTHING",
-            params,
+            key="id",
         )
         self._entries(tx, run, "status", lambda e: {"status": "opened"})
 
