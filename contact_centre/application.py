@@ -300,11 +300,7 @@ class UnitOfWork:
 
     def preload(self, namespace: str, keys: Iterable[str]) -> None:
         """Look many keys up in one query; later lookups of them cost nothing."""
-        missing = sorted({k for k in keys if (namespace, k) not in self._overlay})
-        if missing:
-            found = self.app.index.get_many(namespace, missing)
-            for key in missing:
-                self._overlay[(namespace, key)] = found.get(key)
+        self.preload_many({namespace: keys})
 
     def preload_many(self, wanted: Mapping[str, Iterable[str]]) -> None:
         """As :meth:`preload` for several namespaces, in one query."""

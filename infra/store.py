@@ -298,20 +298,13 @@ class PostgresEventStoreRecorder(PostgresProcessRecorder):
 class PostgresWriteIndex:
     def __init__(self, datastore: PostgresDatastore) -> None:
         self.datastore = datastore
-        self._select = SQL(
-            "SELECT key, value FROM {table} WHERE namespace = %s AND key = ANY(%s)"
-        ).format(table=Identifier(INDEX_TABLE))
         self._select_in = SQL(
             "SELECT c.namespace, c.key, c.value FROM unnest(%s::text[], %s::text[])"
             " AS u (namespace, key) JOIN {table} c ON c.namespace = u.namespace AND c.key = u.key"
         ).format(table=Identifier(INDEX_TABLE))
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def get_many(self, namespace: str, keys: Sequence[str]) -> dict[str, str]:
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._select, (namespace, list(keys)), prepare=True)
-            rows: list[DictRow] = curs.fetchall()
-            return {row["key"]: row["value"] for row in rows}
+        return {key: value for (_, key), value in self.get_in({namespace: keys}).items()}
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def get_in(self, wanted: Mapping[str, Sequence[str]]) -> dict[tuple[str, str], str]:

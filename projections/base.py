@@ -142,6 +142,33 @@ def insert_rows(
     )
 
 
+# What a read model can keep of a ``Conversation.Opened``: (type, value) by column name.
+_OPENED: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "id": ("text", lambda e: str(e.originator_id)),
+    "tenant_id": ("text", lambda e: str(e.tenant_id)),
+    "contact_id": ("text", lambda e: str(e.contact_id)),
+    "channel": ("text", lambda e: e.channel),
+    "opened_at": ("bigint", lambda e: micros(e.at)),
+}
+
+
+def insert_opened(
+    tx: Tx,
+    table: str,
+    run: Sequence[tuple[Any, int]],
+    columns: Sequence[str],
+    *,
+    also: Mapping[str, str] | None = None,
+) -> None:
+    """A row keyed by ``id`` for each conversation a run of ``Conversation.Opened``
+    opens, with ``columns`` (of id, tenant_id, contact_id, channel, opened_at) and
+    ``also`` (as :func:`insert_rows`)."""
+    kinds = [(column, _OPENED[column][0]) for column in columns]
+    values = [_OPENED[column][1] for column in columns]
+    rows = [tuple(value(e) for value in values) for e, _ in run]
+    insert_rows(tx, table, kinds, rows, key="id", also=also)
+
+
 # A registered contact's row, as the contact views keep it (:func:`registered_rows`).
 REGISTERED = (
     ("id", "text"),

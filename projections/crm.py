@@ -24,6 +24,7 @@ from projections.base import (
     dumps,
     handles,
     handles_run,
+    insert_opened,
     insert_rows,
     loads,
     micros,
@@ -291,12 +292,11 @@ class CrmProjection(Projection):
 
     @handles_run(Conversation.Opened)
     def _opened_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
-        insert_rows(
+        insert_opened(
             tx,
             "rm_crm_conversations",
-            (("id", "text"), ("tenant_id", "text"), ("contact_id", "text")),
-            [(str(e.originator_id), str(e.tenant_id), str(e.contact_id)) for e, _ in run],
-            key="id",
+            run,
+            ("id", "tenant_id", "contact_id"),
             also={"status": f"'{ConversationStatus.OPEN.value}'"},
         )
         self._totals(tx, sorted({str(e.contact_id) for e, _ in run}))

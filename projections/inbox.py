@@ -18,6 +18,7 @@ from projections.base import (
     dumps,
     handles,
     handles_run,
+    insert_opened,
     insert_rows,
     loads,
     micros,
@@ -130,21 +131,11 @@ class InboxProjection(Projection):
 
     @handles_run(Conversation.Opened)
     def _opened_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
-        insert_rows(
+        insert_opened(
             tx,
             "rm_conversations",
-            (
-                ("id", "text"),
-                ("tenant_id", "text"),
-                ("channel", "text"),
-                ("contact_id", "text"),
-                ("opened_at", "bigint"),
-            ),
-            [
-                (str(e.originator_id), str(e.tenant_id), e.channel, str(e.contact_id), micros(e.at))
-                for e, _ in run
-            ],
-            key="id",
+            run,
+            ("id", "tenant_id", "channel", "contact_id", "opened_at"),
             also={
                 "status": f"'{ConversationStatus.OPEN.value}'",
                 "assignee_id": "NULL",

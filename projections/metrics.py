@@ -18,7 +18,7 @@ from projections.base import (
     Tx,
     handles,
     handles_run,
-    insert_rows,
+    insert_opened,
     micros,
     one_of,
     rows_as,
@@ -192,13 +192,7 @@ class MetricsProjection(Projection):
 
     @handles_run(Conversation.Opened)
     def _opened_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
-        insert_rows(
-            tx,
-            "rm_metric_conversations",
-            (("id", "text"), ("tenant_id", "text"), ("channel", "text")),
-            [(str(e.originator_id), str(e.tenant_id), e.channel) for e, _ in run],
-            key="id",
-        )
+        insert_opened(tx, "rm_metric_conversations", run, ("id", "tenant_id", "channel"))
 
     @handles(Conversation.Queued)
     def _queued(self, tx: Tx, e: Conversation.Queued, position: int) -> None:

@@ -6,7 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from contact_centre.conversations import Conversation
-from projections.base import Projection, Tx, handles, handles_run, insert_rows, micros, one_of
+from projections.base import (
+    Projection,
+    Tx,
+    handles,
+    handles_run,
+    insert_opened,
+    micros,
+    one_of,
+)
 
 
 class QueueStateProjection(Projection):
@@ -30,13 +38,7 @@ class QueueStateProjection(Projection):
 
     @handles_run(Conversation.Opened)
     def _opened_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
-        insert_rows(
-            tx,
-            "rm_queue_conversations",
-            (("id", "text"), ("tenant_id", "text"), ("channel", "text")),
-            [(str(e.originator_id), str(e.tenant_id), e.channel) for e, _ in run],
-            key="id",
-        )
+        insert_opened(tx, "rm_queue_conversations", run, ("id", "tenant_id", "channel"))
 
     @handles(Conversation.Queued)
     def _queued(self, tx: Tx, e: Conversation.Queued, position: int) -> None:

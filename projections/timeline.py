@@ -14,7 +14,7 @@ from projections.base import (
     dumps,
     handles,
     handles_run,
-    insert_rows,
+    insert_opened,
     micros,
     one_of,
     rows_as,
@@ -140,15 +140,8 @@ class TimelineProjection(Projection):
 
     @handles_run(Conversation.Opened)
     def _opened_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
-        insert_rows(
-            tx,
-            "rm_timeline_conversations",
-            (("id", "text"), ("tenant_id", "text"), ("contact_id", "text"), ("channel", "text")),
-            [
-                (str(e.originator_id), str(e.tenant_id), str(e.contact_id), e.channel)
-                for e, _ in run
-            ],
-            key="id",
+        insert_opened(
+            tx, "rm_timeline_conversations", run, ("id", "tenant_id", "contact_id", "channel")
         )
         self._entries(tx, run, "status", lambda e: {"status": "opened"})
 

@@ -36,6 +36,7 @@ from projections.base import (
     dumps,
     handles,
     handles_run,
+    insert_opened,
     insert_rows,
     loads,
     micros,
@@ -255,15 +256,8 @@ class WebhooksProjection(Projection):
 
     @handles_run(Conversation.Opened)
     def _opened_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
-        insert_rows(
-            tx,
-            "rm_webhook_conversations",
-            (("id", "text"), ("tenant_id", "text"), ("contact_id", "text"), ("channel", "text")),
-            [
-                (str(e.originator_id), str(e.tenant_id), str(e.contact_id), e.channel)
-                for e, _ in run
-            ],
-            key="id",
+        insert_opened(
+            tx, "rm_webhook_conversations", run, ("id", "tenant_id", "contact_id", "channel")
         )
         for e, position in run:  # deliveries are ordered by position, not by insertion
             self._conversation_event(
