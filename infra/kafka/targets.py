@@ -170,6 +170,7 @@ class ProjectionTarget:
     def process(self, batch: Batch) -> None:
         if not self._floor_read:
             self.assigned([])
+        started = time.monotonic()
         conflicts = 0
         while True:
             try:
@@ -199,6 +200,16 @@ class ProjectionTarget:
                 self.conflicts += 1
                 time.sleep(random.uniform(0, 0.01 * conflicts))
                 continue
+            if conflicts:
+                # Another worker of this projection wrote rows this batch read: a few are
+                # normal; many (or a slow batch) say why a consumer fell behind.
+                log.info(
+                    "projection %s: batch of %d applied after %d write conflicts in %.1f s",
+                    self.name,
+                    sum(map(len, batch.values())),
+                    conflicts,
+                    time.monotonic() - started,
+                )
             return
 
     def _partition(self, tx: Tx, partition: int, messages: Sequence[EventMessage]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ from infra.kafka.messages import from_record
 from infra.kafka.targets import Target
 
 log = logging.getLogger(__name__)
+SLOW_BATCH_SECONDS = 10.0  # a third of the rebalance timeout
 
 
 def group_id(settings: Settings, target: Target) -> str:
@@ -130,7 +132,17 @@ class PartitionWorker:
                         for tp, rs in mine.items()
                         if rs
                     }
+                    started = time.monotonic()
                     await asyncio.to_thread(self.target.process, batch)
+                    took = time.monotonic() - started
+                    if took > SLOW_BATCH_SECONDS:  # a rebalance waits for it: say so
+                        log.warning(
+                            "%s %s: a batch of %d records took %.1f s",
+                            self.target.kind,
+                            self.target.name,
+                            sum(map(len, batch.values())),
+                            took,
+                        )
                 except Exception as error:  # retry from what is durable; never skip
                     log.warning(
                         "%s %s failed on a batch (%s); retrying",

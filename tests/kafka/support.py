@@ -270,6 +270,35 @@ def caught_up(runtime: Runtime, partitions: int) -> Callable[[], bool]:
     return check
 
 
+def behind(runtime: Runtime, partitions: int) -> str:
+    """Why :func:`caught_up` is false: each projection partition short of the log, and
+    what the worker processes logged (their own lines and every warning), for a failing
+    assertion to show."""
+    names = [p.name for p in partitioned_projections(runtime.vault)]
+    target = LogPartitions(runtime, partitions).read()
+    seen = tracking(runtime)
+    short = [
+        f"{n}#{p}: {seen.get((n, p), 0)} of {nid}"
+        for n in names
+        for p, nid in sorted(target.items())
+        if seen.get((n, p), 0) < nid
+    ]
+    return "behind: " + (", ".join(short) or "nothing")
+
+
+def worker_story(log_dir: Path, tail: int = 60) -> str:
+    """The last lines each process in ``log_dir`` logged itself, and its warnings."""
+    parts = []
+    for path in sorted(log_dir.glob("*.log")):
+        lines = [
+            line
+            for line in path.read_text(errors="replace").splitlines()
+            if " infra." in line or " WARNING " in line or " ERROR " in line
+        ]
+        parts.append(f"--- {path.name}\n" + "\n".join(lines[-tail:]))
+    return "\n".join(parts)
+
+
 class Stream:
     """Writes scenario steps from a thread until stopped: a steady stream of events."""
 

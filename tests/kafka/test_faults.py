@@ -17,6 +17,7 @@ from tests.kafka.support import (
     Process,
     Stream,
     assigned_partitions,
+    behind,
     caught_up,
     differences,
     embedded_reference,
@@ -26,6 +27,7 @@ from tests.kafka.support import (
     tracking,
     wait_until,
     worker_offsets,
+    worker_story,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -35,8 +37,14 @@ def applied_some(runtime: Runtime) -> bool:
     return any(n > 0 for (name, _), n in tracking(runtime).items() if name == "inbox")
 
 
+def assert_caught_up(runtime: Runtime, logs: Path) -> None:
+    assert wait_until(caught_up(runtime, PARTITIONS), timeout=120), (
+        behind(runtime, PARTITIONS) + "\n" + worker_story(logs)
+    )
+
+
 def assert_equal_to_embedded(runtime: Runtime, settings: Settings, tmp_path: Path) -> None:
-    assert wait_until(caught_up(runtime, PARTITIONS), timeout=120)
+    assert_caught_up(runtime, tmp_path / "logs")
     expected = embedded_reference(runtime, tmp_path / "reference")
     assert sum(map(len, expected.values())) > 100
     actual = read_models(runtime)
@@ -85,7 +93,7 @@ def test_restarting_the_relay_and_republishing_loses_and_repeats_nothing(
             again = Process(scaled_settings, logs, "relay")
             started.append(again)
             assert wait_until(lambda: relay_position(scaled) > killed_at, 60), again.text()
-        assert wait_until(caught_up(scaled, PARTITIONS), timeout=120)
+        assert_caught_up(scaled, logs)
 
         # A relay that crashed after Kafka acknowledged but before it saved its position
         # publishes that stretch again: rewind the position to make sure it happens.

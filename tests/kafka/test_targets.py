@@ -223,3 +223,25 @@ def test_a_projection_set_up_that_deadlocks_with_running_workers_is_run_again(
     db.deadlocks = 100  # past the bound: the error reaches the worker
     with pytest.raises(RuntimeError, match="deadlock"):
         target.setup()
+
+
+class _ConflictingDb(_DeadlockingDb):
+    """Also reads (a target reads its floor through the store)."""
+
+    def read(self) -> Any:
+        return self.real.read()
+
+
+def test_a_batch_that_conflicts_with_another_worker_is_applied_once_and_says_so(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = _ConflictingDb(runtime.readdb, deadlocks=3)
+    target = ProjectionTarget(Recording(), db, runtime.app.mapper, TOPIC)  # type: ignore[arg-type]
+    target.setup()
+    db.deadlocks = 3
+    records = messages(runtime, 4)
+    with caplog.at_level("INFO", logger="infra.kafka.targets"):
+        target.process({0: records})
+    assert seen(runtime) == [m.notification_id for m in records]
+    assert target.conflicts == 3
+    assert "projection recording: batch of 4 applied after 3 write conflicts" in caplog.text
