@@ -243,6 +243,9 @@ class UnitOfWork:
         self._scans: dict[tuple[str, str], dict[str, str]] = {}
         self._cleared: list[tuple[str, str]] = []  # DELETE_PREFIX ops of this unit
         self._after_commit: list[Callable[[], None]] = []
+        self._missing: set[UUID] = set()  # asked for and not found: not asked again
+        # what a policy reads once for a whole unit (a batch of events), by its own key
+        self.memo: dict[Any, Any] = {}
         self.now = app.clock.now()
 
     def after_commit(self, action: Callable[[], None]) -> None:
@@ -256,8 +259,11 @@ class UnitOfWork:
         agg = self._aggregates.get(aggregate_id)
         if agg is None:
             try:
+                if aggregate_id in self._missing:
+                    raise AggregateNotFoundError(aggregate_id)
                 agg = self.app.repository.get(aggregate_id)
             except AggregateNotFoundError:
+                self._missing.add(aggregate_id)
                 raise NotFoundError(f"{cls.__name__.lower()} {aggregate_id} not found") from None
             self._aggregates[aggregate_id] = agg
         if not isinstance(agg, cls) or (
@@ -269,6 +275,7 @@ class UnitOfWork:
 
     def add(self, aggregate: Aggregate) -> None:
         self._aggregates[aggregate.id] = aggregate
+        self._missing.discard(aggregate.id)
 
     def load_many(self, aggregate_ids: Iterable[UUID]) -> None:
         """Load many aggregates with one query, where the event store can (later ``get``

@@ -30,12 +30,17 @@ class QueueFinder:
     def __init__(self, fetch: Any) -> None:
         self._fetch = fetch  # runs one read statement (Database.fetch)
 
-    def queue_for(self, tenant_id: UUID, channel: str) -> UUID | None:
-        rows = self._fetch(
-            "SELECT id, channels, settings FROM rm_queues WHERE tenant_id = ?"
-            " ORDER BY created_at, id",
-            (str(tenant_id),),
-        )
+    def queue_for(self, uow: UnitOfWork, tenant_id: UUID, channel: str) -> UUID | None:
+        """Read once per unit of work and tenant: a policy's batch of new conversations
+        asks for each of them."""
+        key = ("rm_queues", tenant_id)
+        rows = uow.memo.get(key)
+        if rows is None:
+            rows = uow.memo[key] = self._fetch(
+                "SELECT id, channels, settings FROM rm_queues WHERE tenant_id = ?"
+                " ORDER BY created_at, id",
+                (str(tenant_id),),
+            )
         best: tuple[int, UUID] | None = None
         for queue_id, channels, settings in rows:
             served = loads(channels)
@@ -62,7 +67,7 @@ class DefaultPlacement(Policy):
                 uow, e.tenant_id, e.originator_id, queue_id, priority, "new"
             )
             return
-        found = self.finder.queue_for(e.tenant_id, e.channel)
+        found = self.finder.queue_for(uow, e.tenant_id, e.channel)
         if found is not None:
             uow.app.queue_conversation_in(uow, e.tenant_id, e.originator_id, found, None, "new")
 
@@ -82,7 +87,7 @@ class DefaultPlacement(Policy):
             elif conversation.id in agent.work:
                 return
         queue_id = conversation.queue_id or self.finder.queue_for(
-            e.tenant_id, conversation.channel.value
+            uow, e.tenant_id, conversation.channel.value
         )
         if queue_id is not None:
             uow.app.queue_conversation_in(

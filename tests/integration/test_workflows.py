@@ -12,13 +12,15 @@ import pytest
 
 from contact_centre.application import UnitOfWork
 from contact_centre.conversations import Conversation
-from contact_centre.errors import ConflictError
+from contact_centre.errors import ConflictError, NotFoundError
 from contact_centre.interaction import Channel, Direction, Identity, IdentityKind, Interaction
+from contact_centre.staff import Queue
 from infra.config import Settings
 from infra.runtime import Runtime, build
 from infra.scheduler import TickerRunner
 from projections import inbox
 from workflows.base import Policy, Ticker, reacts_to
+from workflows.placement import QueueFinder
 
 
 class WelcomeNote(Policy):
@@ -145,3 +147,50 @@ def test_tickers_run_on_their_interval_with_the_injected_clock_and_survive_error
         runner.stop()
     assert ticker.ticks >= 4
     assert all(moment.tzinfo is not None for moment in ticker.seen)
+
+
+def test_a_unit_asks_the_store_once_for_a_missing_aggregate_and_finds_it_once_added(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant, _ = runtime.app.register_tenant("Acme")
+    asked: list[UUID] = []
+    real_get = runtime.app.repository.get
+
+    def counting_get(aggregate_id: UUID, *args: Any, **kwargs: Any) -> Any:
+        asked.append(aggregate_id)
+        return real_get(aggregate_id, *args, **kwargs)
+
+    monkeypatch.setattr(runtime.app.repository, "get", counting_get)
+    uow = UnitOfWork(runtime.app)
+    queue_id = uuid4()
+    for _ in range(3):  # a batch of new conversations each asking for the tenant's rules
+        with pytest.raises(NotFoundError):
+            uow.get(queue_id, Queue, tenant)
+    assert asked == [queue_id]
+    queue = Queue.create(queue_id, tenant, "Sales", [Channel.SMS], uow.now)
+    uow.add(queue)
+    assert uow.get(queue_id, Queue, tenant) is queue
+    with pytest.raises(NotFoundError):  # a new unit asks the store again
+        UnitOfWork(runtime.app).get(queue_id, Queue, tenant)
+    assert asked == [queue_id, queue_id]
+
+
+def test_placement_reads_a_tenants_queues_once_per_unit_of_work(runtime: Runtime) -> None:
+    tenant, _ = runtime.app.register_tenant("Acme")
+    chat, _ = runtime.app.run(
+        lambda uow: runtime.app.create_queue_in(uow, tenant, "Chat", [Channel.WEBCHAT])
+    )
+    runtime.feed.catch_up(runtime.consumer("directory"))
+    statements: list[str] = []
+
+    def fetch(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        statements.append(sql)
+        return runtime.readdb.fetch(sql, params)
+
+    finder = QueueFinder(fetch)
+    uow = UnitOfWork(runtime.app)
+    found = [finder.queue_for(uow, tenant, channel) for channel in ("webchat", "sms", "webchat")]
+    assert found == [chat, None, chat]
+    assert len(statements) == 1
+    finder.queue_for(UnitOfWork(runtime.app), tenant, "webchat")
+    assert len(statements) == 2
