@@ -13,7 +13,14 @@ from typing import Any
 
 from infra.config import ConfigError, Settings
 from infra.kafka.client import bootstrap, topic
-from infra.runtime import EVENTS_TABLE, Runtime, all_policies, build, partitioned_projections
+from infra.runtime import (
+    EVENTS_TABLE,
+    Runtime,
+    all_policies,
+    build,
+    freeze_startup_heap,
+    partitioned_projections,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,8 @@ def _scaled_settings() -> Settings:
 
 
 def _until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    freeze_startup_heap()  # a long-lived process, as serve
+
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
