@@ -18,8 +18,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Mapper, Tracking
-from eventsourcing.utils import resolve_topic
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    Mapper,
+    Notification,
+    Tracking,
+)
+from eventsourcing.utils import get_topic, resolve_topic
 
 from contact_centre.application import AlreadyTrackedError, ContactCentre, UnitOfWork
 from contact_centre.errors import DomainError
@@ -283,6 +289,8 @@ class PolicyConsumer:
         self.policy = policy
         self.app = app
         self.name = policy.name
+        # what it reads of the log: a policy reacts to a few kinds of events only
+        self.topics = sorted(get_topic(t) for t in policy.event_types())
         self._written: dict[int, int] = {}
         self.skipped = 0
 
@@ -495,7 +503,10 @@ class InProcessFeed:
             for consumer in self._consumers:
                 name = consumer.name
                 if not consumer.inline:
-                    self._wake[name].set()
+                    # a workflow reads the log itself, for the events it reacts to: wake
+                    # it only when there are some (its poll reads past the others)
+                    if any(consumer.interested_in(type(e)) for _, e in recorded):
+                        self._wake[name].set()
                     continue
                 self._locks[name].acquire()
                 try:
@@ -678,17 +689,20 @@ class InProcessFeed:
         with self._locks.setdefault(consumer.name, threading.Lock()):
             try:
                 position = self._position(consumer)
-                notifications = self.recorder.select_notifications(
-                    start=position, limit=self.batch_size, inclusive_of_start=False
-                )
-                if not notifications:
+                if isinstance(consumer, PolicyConsumer):
+                    notifications, last = self._select_topics(position, consumer.topics)
+                else:
+                    notifications = self.recorder.select_notifications(
+                        start=position, limit=self.batch_size, inclusive_of_start=False
+                    )
+                    last = notifications[-1].id if notifications else position
+                if last == position:
                     return 0
                 items = [
                     FeedItem(n.id, self.mapper.to_domain_event(n))
                     for n in notifications
                     if consumer.interested_in(resolve_topic(n.topic))
                 ]
-                last = notifications[-1].id
                 consumer.process(items, last)
             except BaseException:
                 self._positions.pop(consumer.name, None)  # re-read the durable position
@@ -696,6 +710,20 @@ class InProcessFeed:
             self._positions[consumer.name] = last
         self.progress.advance(consumer.name, last)
         return len(notifications)
+
+    def _select_topics(
+        self, position: int, topics: Sequence[str]
+    ) -> tuple[Sequence[Notification], int]:
+        """The notifications after ``position`` with one of ``topics`` (the store skips the
+        others without handing them over), and the position read up to: the end of the
+        log as it was, or the last one returned when there were more than a batch."""
+        end = self.recorder.max_notification_id() or 0
+        if end <= position or not topics:
+            return [], max(end, position)
+        found = self.recorder.select_notifications(
+            start=position, limit=self.batch_size, stop=end, topics=topics, inclusive_of_start=False
+        )
+        return found, found[-1].id if len(found) == self.batch_size else end
 
     def _run(self, consumer: Consumer) -> None:
         wake = self._wake[consumer.name]

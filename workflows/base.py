@@ -50,6 +50,10 @@ class Policy(ABC):
     def interested_in(self, event_type: type[Any]) -> bool:
         return event_type in self._reactions
 
+    @classmethod
+    def event_types(cls) -> tuple[type[Any], ...]:
+        return tuple(cls._reactions)
+
     def react(self, uow: UnitOfWork, event: Any, position: int) -> None:
         name = self._reactions.get(type(event))
         if name is not None:

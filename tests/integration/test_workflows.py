@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
 import pytest
+from eventsourcing.utils import get_topic
 
 from contact_centre.application import UnitOfWork
 from contact_centre.conversations import Conversation
@@ -194,3 +195,32 @@ def test_placement_reads_a_tenants_queues_once_per_unit_of_work(runtime: Runtime
     assert len(statements) == 1
     finder.queue_for(UnitOfWork(runtime.app), tenant, "webchat")
     assert len(statements) == 2
+
+
+def test_a_policy_is_handed_only_the_events_it_reacts_to_and_reads_past_the_rest(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consumer = runtime.add_policy(WelcomeNote())
+    tenant, _ = runtime.app.register_tenant("Acme")
+    conversations = [receive(runtime, tenant, f"v-{i}") for i in range(3)]
+    for _ in range(5):  # more messages to the last conversation: nothing to react to
+        receive(runtime, tenant, "v-2")
+    handed: list[str] = []
+    real_select = runtime.app.recorder.select_notifications
+
+    def select(*args: Any, **kwargs: Any) -> Any:
+        found = real_select(*args, **kwargs)
+        handed.extend(n.topic for n in found)
+        return found
+
+    monkeypatch.setattr(runtime.app.recorder, "select_notifications", select)
+    runtime.feed.catch_up(consumer)
+    assert sorted(handed) == sorted([get_topic(Conversation.Opened)] * 3)
+    # it read past everything else (its own notes too), without being handed it
+    assert runtime.feed.progress.get(consumer.name) == runtime.app.recorder.max_notification_id()
+    for conversation in conversations:
+        assert notes_of(runtime, tenant, conversation) == ["system:welcome"]
+    handed.clear()
+    receive(runtime, tenant, "v-2")
+    runtime.feed.catch_up(consumer)
+    assert handed == []
