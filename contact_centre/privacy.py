@@ -113,6 +113,10 @@ class Sealer(Protocol):
         """A keyed hash of ``value`` for exact lookups, never reversible to ``value``."""
         ...
 
+    def blind_indexes(self, tenant_id: UUID, purpose: str, values: Iterable[str]) -> list[str]:
+        """:meth:`blind_index` of each of ``values`` (the tenant's key looked up once)."""
+        ...
+
     def flush(self) -> None: ...
 
 

@@ -262,6 +262,17 @@ class KeyVault:
         key = self._key_for_write(Scope(tenant_id, ScopeKind.TENANT_INDEX, tenant_id))
         return hmac.new(key.raw, f"{purpose}\x1e{value}".encode(), hashlib.sha256).hexdigest()
 
+    def blind_indexes(self, tenant_id: UUID, purpose: str, values: Iterable[str]) -> list[str]:
+        # ~20 search prefixes a name: key the hash once and copy it for each
+        key = self._key_for_write(Scope(tenant_id, ScopeKind.TENANT_INDEX, tenant_id))
+        keyed = hmac.new(key.raw, f"{purpose}\x1e".encode(), hashlib.sha256)
+        digests = []
+        for value in values:
+            one = keyed.copy()
+            one.update(value.encode())
+            digests.append(one.hexdigest())
+        return digests
+
     def existing_blind_index(self, tenant_id: UUID, purpose: str, value: str) -> str | None:
         """As :meth:`blind_index`, for reads: None (and no key made) when the tenant has no
         index key yet, or it was destroyed."""

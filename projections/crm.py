@@ -104,11 +104,13 @@ class CrmProjection(Projection):
             text = None if value is None else self.sealer.open(value)
             if not isinstance(text, str):
                 continue  # none, or erased: nothing to find it by
-            tokens = {
-                self.sealer.blind_index(UUID(tenant_id), "search", prefix)
-                for word in search_words(text)
-                for prefix in prefixes(word)
-            }
+            tokens = set(
+                self.sealer.blind_indexes(
+                    UUID(tenant_id),
+                    "search",
+                    {prefix for word in search_words(text) for prefix in prefixes(word)},
+                )
+            )
             rows += [(tenant_id, token, contact_id, source) for token in sorted(tokens)]
         if not rows:
             return
