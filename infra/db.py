@@ -321,6 +321,12 @@ class PostgresDatabase:
     def _configure(cls, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         conn.prepare_threshold = cls.PREPARE_THRESHOLD
         conn.prepared_max = cls.PREPARED_MAX
+        # A prepared statement is parsed once, but planned for its parameters each time:
+        # after five runs the server may switch to a generic plan, which for the
+        # projections' array-parameter statements (``= ANY(?)``, ``unnest``) cannot see
+        # how few rows they touch and scans whole tables (the retention ledger's
+        # contact anchors went from under 1 ms to 20-90 ms, growing with the table).
+        conn.execute("SET plan_cache_mode = force_custom_plan")
 
     @contextmanager
     def transaction(self, *, pipeline: bool = True) -> Iterator[_PgTx]:
@@ -337,8 +343,17 @@ class PostgresDatabase:
 
     @contextmanager
     def read(self) -> Iterator[_PgTx]:
-        with self.pool.connection() as conn, conn.transaction(force_rollback=True):
-            yield _PgTx(conn)
+        """A read-only transaction. It ends with COMMIT, not ROLLBACK: psycopg forgets a
+        connection's prepared statements on every rollback (and deallocates them on the
+        server), so each read made the next statements on that connection parse and
+        plan again."""
+        with self.pool.connection() as conn:
+            conn.read_only = True
+            try:
+                with conn.transaction():
+                    yield _PgTx(conn)
+            finally:
+                conn.read_only = False
 
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.pool.connection() as conn:  # autocommit: the statement alone
