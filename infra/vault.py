@@ -52,6 +52,18 @@ class ScopeErasedError(ConflictError):
     code = "erased"
 
 
+def _keyed_hashes(key: bytes, purpose: str, values: Iterable[str]) -> list[str]:
+    """HMAC-SHA256 of ``purpose``, a separator and each value: the hash is keyed once and
+    copied for each (a name gives ~20 search prefixes)."""
+    keyed = hmac.new(key, f"{purpose}\x1e".encode(), hashlib.sha256)
+    digests = []
+    for value in values:
+        one = keyed.copy()
+        one.update(value.encode())
+        digests.append(one.hexdigest())
+    return digests
+
+
 def _b64e(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
@@ -259,19 +271,11 @@ class KeyVault:
         return plaintext.decode()
 
     def blind_index(self, tenant_id: UUID, purpose: str, value: str) -> str:
-        key = self._key_for_write(Scope(tenant_id, ScopeKind.TENANT_INDEX, tenant_id))
-        return hmac.new(key.raw, f"{purpose}\x1e{value}".encode(), hashlib.sha256).hexdigest()
+        return self.blind_indexes(tenant_id, purpose, (value,))[0]
 
     def blind_indexes(self, tenant_id: UUID, purpose: str, values: Iterable[str]) -> list[str]:
-        # ~20 search prefixes a name: key the hash once and copy it for each
         key = self._key_for_write(Scope(tenant_id, ScopeKind.TENANT_INDEX, tenant_id))
-        keyed = hmac.new(key.raw, f"{purpose}\x1e".encode(), hashlib.sha256)
-        digests = []
-        for value in values:
-            one = keyed.copy()
-            one.update(value.encode())
-            digests.append(one.hexdigest())
-        return digests
+        return _keyed_hashes(key.raw, purpose, values)
 
     def existing_blind_index(self, tenant_id: UUID, purpose: str, value: str) -> str | None:
         """As :meth:`blind_index`, for reads: None (and no key made) when the tenant has no
@@ -279,7 +283,7 @@ class KeyVault:
         key = self._lookup(Scope(tenant_id, ScopeKind.TENANT_INDEX, tenant_id).id)
         if key is None or key is _DESTROYED_KEY:
             return None
-        return hmac.new(key.raw, f"{purpose}\x1e{value}".encode(), hashlib.sha256).hexdigest()
+        return _keyed_hashes(key.raw, purpose, (value,))[0]
 
     def flush(self) -> None:
         with self._lock:
