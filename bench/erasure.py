@@ -639,7 +639,8 @@ def main() -> None:
     parser.add_argument(
         "--no-freeze",
         action="store_true",
-        help="leave the start-up heap to the cyclic collector (serve freezes it)",
+        help="leave the start-up heap to the cyclic collector and its default young"
+        " threshold (serve freezes it and raises the threshold)",
     )
     args = parser.parse_args()
     if args.reuse and args.data_dir is None:
