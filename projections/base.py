@@ -54,8 +54,10 @@ def handles(*event_types: type[Any]) -> Callable[[Handler], Handler]:
 def handles_run(*event_types: type[Any]) -> Callable[[RunHandler], RunHandler]:
     """Mark a projection method as taking, in one go (a few set-based statements), the
     (event, position) pairs of one of the given classes that :meth:`Projection.apply_all`
-    found in one run (see there). It must leave the rows as the single-event handler
-    applied to each in turn would."""
+    found in one run (see there). A class with no single-event handler (:func:`handles`)
+    takes each lone event through its run handler too, as a run of one. Where a class has
+    both, the run handler must leave the rows as the single-event handler applied to each
+    in turn would."""
 
     def mark(fn: RunHandler) -> RunHandler:
         fn.__handles_run__ = event_types  # type: ignore[attr-defined]
@@ -212,6 +214,7 @@ class Projection(ABC):
     version: ClassVar[int] = 1
     _handlers: ClassVar[dict[type[Any], str]]
     _run_handlers: ClassVar[dict[type[Any], str]]
+    _interests: ClassVar[frozenset[type[Any]]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -225,6 +228,7 @@ class Projection(ABC):
                     run_handlers[event_type] = attr
         cls._handlers = handlers
         cls._run_handlers = run_handlers
+        cls._interests = frozenset(handlers) | frozenset(run_handlers) | {_TENANT_PURGED}
 
     def setup(self, tx: Tx) -> None:
         for statement in self.ddl:
@@ -250,7 +254,7 @@ class Projection(ABC):
             tx.execute(f"DELETE FROM {table} WHERE tenant_id = ?", (tenant_id,))
 
     def interested_in(self, event_type: type[Any]) -> bool:
-        return event_type in self._handlers or event_type is _TENANT_PURGED
+        return event_type in self._interests
 
     def apply(self, tx: Tx, event: Any, position: int) -> None:
         if type(event) is _TENANT_PURGED:
@@ -259,6 +263,10 @@ class Projection(ABC):
         name = self._handlers.get(type(event))
         if name is not None:
             getattr(self, name)(tx, event, position)
+            return
+        name = self._run_handlers.get(type(event))
+        if name is not None:  # a run of one
+            getattr(self, name)(tx, [(event, position)])
 
     def apply_all(self, tx: Tx, items: Sequence[tuple[Any, int]]) -> None:
         """Apply (event, position) pairs in order, as :meth:`apply` each would.

@@ -96,13 +96,9 @@ class ChannelActivityProjection(Projection):
             ),
         )
 
-    @handles(Conversation.ContentErased)
-    def _erased(self, tx: Tx, e: Conversation.ContentErased, position: int) -> None:
-        """Recordings, transcripts and the visitor's network data go with the content."""
-        self._erased_run(tx, [(e, position)])
-
     @handles_run(Conversation.ContentErased)
     def _erased_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
+        """Recordings, transcripts and the visitor's network data go with the content."""
         ids, params = one_of(tx, [str(e.originator_id) for e, _ in run])
         # rows already blank are left alone (on PostgreSQL an update writes a new row)
         tx.execute(

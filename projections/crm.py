@@ -135,10 +135,6 @@ class CrmProjection(Projection):
         )
 
     # -- contacts ----------------------------------------------------------------------
-    @handles(Contact.Registered)
-    def _registered(self, tx: Tx, e: Contact.Registered, position: int) -> None:
-        self._registered_run(tx, [(e, position)])
-
     @handles_run(Contact.Registered)
     def _registered_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
         insert_rows(
@@ -288,10 +284,6 @@ class CrmProjection(Projection):
         )
 
     # -- conversations -----------------------------------------------------------------
-    @handles(Conversation.Opened)
-    def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
-        self._opened_run(tx, [(e, position)])
-
     @handles_run(Conversation.Opened)
     def _opened_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
         insert_opened(
@@ -353,10 +345,6 @@ class CrmProjection(Projection):
             f" FROM {source} WHERE rm_crm_conversations.id = v.conversation_id",
             params,
         )
-
-    @handles(Conversation.MessageReceived)
-    def _received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
-        self._received_run(tx, [(e, position)])
 
     @handles_run(Conversation.MessageReceived)
     def _received_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:

@@ -89,10 +89,6 @@ class InboxProjection(Projection):
     )
 
     # -- contacts ----------------------------------------------------------------------
-    @handles(Contact.Registered)
-    def _contact_registered(self, tx: Tx, e: Contact.Registered, position: int) -> None:
-        self._contacts_registered(tx, [(e, position)])
-
     @handles_run(Contact.Registered)
     def _contacts_registered(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
         insert_rows(
@@ -125,10 +121,6 @@ class InboxProjection(Projection):
         )
 
     # -- conversations -----------------------------------------------------------------
-    @handles(Conversation.Opened)
-    def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
-        self._opened_run(tx, [(e, position)])
-
     @handles_run(Conversation.Opened)
     def _opened_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
         insert_opened(
@@ -147,10 +139,6 @@ class InboxProjection(Projection):
                 "updated_at": "v.opened_at",
             },
         )
-
-    @handles(Conversation.MessageReceived)
-    def _message_received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
-        self._messages_received(tx, [(e, position)])
 
     @handles_run(Conversation.MessageReceived)
     def _messages_received(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
@@ -252,10 +240,6 @@ class InboxProjection(Projection):
             " WHERE id = ?",
             (micros(e.at), str(e.originator_id)),
         )
-
-    @handles(Conversation.ContentErased)
-    def _content_erased(self, tx: Tx, e: Conversation.ContentErased, position: int) -> None:
-        self._contents_erased(tx, [(e, position)])
 
     @handles_run(Conversation.ContentErased)
     def _contents_erased(self, tx: Tx, run: list[tuple[Any, int]]) -> None:

@@ -186,10 +186,6 @@ class MetricsProjection(Projection):
         )
 
     # -- conversations -----------------------------------------------------------------
-    @handles(Conversation.Opened)
-    def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
-        self._opened_run(tx, [(e, position)])
-
     @handles_run(Conversation.Opened)
     def _opened_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
         insert_opened(tx, "rm_metric_conversations", run, ("id", "tenant_id", "channel"))
@@ -303,10 +299,6 @@ class MetricsProjection(Projection):
             ),
         )
 
-    @handles(Conversation.MessageReceived)
-    def _received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
-        self._received_run(tx, [(e, position)])
-
     @handles_run(Conversation.MessageReceived)
     def _received_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
         prefix, source, params = rows_as(
@@ -347,10 +339,6 @@ class MetricsProjection(Projection):
         tx.execute(
             "UPDATE rm_metric_conversations SET responded = 1 WHERE id = ?", (conversation_id,)
         )
-
-    @handles(Conversation.Resolved, Conversation.Closed)
-    def _ended(self, tx: Tx, e: Any, position: int) -> None:
-        self._ended_run(tx, [(e, position)])
 
     @handles_run(Conversation.Resolved, Conversation.Closed)
     def _ended_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:

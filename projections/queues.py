@@ -32,10 +32,6 @@ class QueueStateProjection(Projection):
         " id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, channel TEXT NOT NULL)",
     )
 
-    @handles(Conversation.Opened)
-    def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
-        self._opened_run(tx, [(e, position)])
-
     @handles_run(Conversation.Opened)
     def _opened_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
         insert_opened(tx, "rm_queue_conversations", run, ("id", "tenant_id", "channel"))

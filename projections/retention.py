@@ -290,10 +290,6 @@ class RetentionLedgerProjection(Projection):
             )
 
     # -- contacts ----------------------------------------------------------------------
-    @handles(Contact.Registered)
-    def _contact(self, tx: Tx, e: Contact.Registered, position: int) -> None:
-        self._contact_run(tx, [(e, position)])
-
     @handles_run(Contact.Registered)
     def _contact_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
         kind, category = ScopeKind.CONTACT.value, Category.CONTACT.value
@@ -333,10 +329,6 @@ class RetentionLedgerProjection(Projection):
         self._erased(tx, e, [f"contact:{e.originator_id}"], "contact_merged", None)
 
     # -- conversations -----------------------------------------------------------------
-    @handles(Conversation.Opened)
-    def _conversation(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
-        self._conversation_run(tx, [(e, position)])
-
     @handles_run(Conversation.Opened)
     def _conversation_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
         rows: list[tuple[Any, ...]] = []
@@ -395,10 +387,6 @@ class RetentionLedgerProjection(Projection):
             "UPDATE rm_retention_scopes SET contact_id = ? WHERE scope_id IN (?, ?)",
             (str(e.contact_id), f"conversation:{conversation}", f"visitor-network:{conversation}"),
         )
-
-    @handles(Conversation.MessageReceived)
-    def _received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
-        self._received_run(tx, [(e, position)])
 
     @handles_run(Conversation.MessageReceived)
     def _received_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:

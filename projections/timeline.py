@@ -134,10 +134,6 @@ class TimelineProjection(Projection):
             params,
         )
 
-    @handles(Conversation.Opened)
-    def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
-        self._opened_run(tx, [(e, position)])
-
     @handles_run(Conversation.Opened)
     def _opened_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
         insert_opened(
@@ -157,10 +153,6 @@ class TimelineProjection(Projection):
             "UPDATE rm_timeline SET contact_id = ? WHERE conversation_id = ?",
             (contact_id, conversation_id),
         )
-
-    @handles(Conversation.MessageReceived)
-    def _received(self, tx: Tx, e: Conversation.MessageReceived, position: int) -> None:
-        self._received_run(tx, [(e, position)])
 
     @handles_run(Conversation.MessageReceived)
     def _received_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:

@@ -250,10 +250,6 @@ class WebhooksProjection(Projection):
         self._queue(tx, e, position, event_type, conversation_id, contact_id or None, data, message)
 
     # -- conversations ------------------------------------------------------------------
-    @handles(Conversation.Opened)
-    def _opened(self, tx: Tx, e: Conversation.Opened, position: int) -> None:
-        self._opened_run(tx, [(e, position)])
-
     @handles_run(Conversation.Opened)
     def _opened_run(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
         insert_opened(
@@ -349,10 +345,6 @@ class WebhooksProjection(Projection):
         self._queue(tx, e, position, "data.erased", conversation_id, contact_id or None, data)
 
     # -- contacts -----------------------------------------------------------------------
-    @handles(Contact.Registered)
-    def _contact_created(self, tx: Tx, e: Contact.Registered, position: int) -> None:
-        self._contacts_created(tx, [(e, position)])
-
     @handles_run(Contact.Registered)
     def _contacts_created(self, tx: Tx, run: list[tuple[Any, int]]) -> None:
         insert_rows(
