@@ -23,6 +23,11 @@ __all__ = ["Database", "PostgresDatabase", "SQLiteDatabase", "Tx", "WalState"]
 
 Dialect = Literal["sqlite", "postgres"]
 
+# Every PostgreSQL connection of the product runs this first (see
+# PostgresDatabase._configure): prepared statements are planned for their parameters on
+# each run, never with a generic plan cached from earlier runs.
+PLAN_PER_RUN = "SET plan_cache_mode = force_custom_plan"
+
 
 class Database(Protocol):
     dialect: Dialect
@@ -326,7 +331,7 @@ class PostgresDatabase:
         # projections' array-parameter statements (``= ANY(?)``, ``unnest``) cannot see
         # how few rows they touch and scans whole tables (the retention ledger's
         # contact anchors went from under 1 ms to 20-90 ms, growing with the table).
-        conn.execute("SET plan_cache_mode = force_custom_plan")
+        conn.execute(PLAN_PER_RUN)
 
     @contextmanager
     def transaction(self, *, pipeline: bool = True) -> Iterator[_PgTx]:
