@@ -498,6 +498,7 @@ class InProcessFeed:
         if not recorded:
             return
         first, last = recorded[0][0], recorded[-1][0]
+        types = {type(e) for _, e in recorded}  # a few: each consumer asks of these only
         held: dict[str, int] = {}  # consumer → its position
         try:
             for consumer in self._consumers:
@@ -505,7 +506,7 @@ class InProcessFeed:
                 if not consumer.inline:
                     # a workflow reads the log itself, for the events it reacts to: wake
                     # it only when there are some (its poll reads past the others)
-                    if any(consumer.interested_in(type(e)) for _, e in recorded):
+                    if any(consumer.interested_in(t) for t in types):
                         self._wake[name].set()
                     continue
                 self._locks[name].acquire()
@@ -548,13 +549,12 @@ class InProcessFeed:
         consumers = [c for c in self._consumers if c.name in held]
         outcome: dict[str, Exception | None] = {}
         together: dict[int, list[tuple[ProjectionConsumer, list[FeedItem]]]] = {}
+        every = [FeedItem(p, e) for p, e in (*before, *recorded)]
+        types = {type(item.event) for item in every}
         for consumer in consumers:
             position = held[consumer.name]
-            items = [
-                FeedItem(p, e)
-                for p, e in [*before, *recorded]
-                if p > position and consumer.interested_in(type(e))
-            ]
+            wanted = {t for t in types if consumer.interested_in(t)}
+            items = [i for i in every if type(i.event) in wanted and i.position > position]
             if isinstance(consumer, ProjectionConsumer):
                 if consumer.needs_writing(items, last):
                     together.setdefault(id(consumer.db), []).append((consumer, items))
