@@ -122,6 +122,8 @@ class KeyVault:
         self._cache: dict[str, _Key] = {}
         self._cache_size = cache_size
         self._pending: dict[str, tuple[str, _Key]] = {}
+        # each tenant's blind-index scope, made once: an interaction takes ~5 keyed hashes
+        self._index_scopes: dict[UUID, Scope] = {}
         self._lock = threading.RLock()
         self._generation: int | None = None
         # Storage hygiene after a destruction: inline, or by a thread woken right after
@@ -274,13 +276,21 @@ class KeyVault:
         return self.blind_indexes(tenant_id, purpose, (value,))[0]
 
     def blind_indexes(self, tenant_id: UUID, purpose: str, values: Iterable[str]) -> list[str]:
-        key = self._key_for_write(Scope(tenant_id, ScopeKind.TENANT_INDEX, tenant_id))
+        key = self._key_for_write(self._index_scope(tenant_id))
         return _keyed_hashes(key.raw, purpose, values)
+
+    def _index_scope(self, tenant_id: UUID) -> Scope:
+        scope = self._index_scopes.get(tenant_id)
+        if scope is None:
+            scope = self._index_scopes[tenant_id] = Scope(
+                tenant_id, ScopeKind.TENANT_INDEX, tenant_id
+            )
+        return scope
 
     def existing_blind_index(self, tenant_id: UUID, purpose: str, value: str) -> str | None:
         """As :meth:`blind_index`, for reads: None (and no key made) when the tenant has no
         index key yet, or it was destroyed."""
-        key = self._lookup(Scope(tenant_id, ScopeKind.TENANT_INDEX, tenant_id).id)
+        key = self._lookup(self._index_scope(tenant_id).id)
         if key is None or key is _DESTROYED_KEY:
             return None
         return _keyed_hashes(key.raw, purpose, (value,))[0]
