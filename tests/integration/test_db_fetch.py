@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from infra.db import Database, PostgresDatabase, SQLiteDatabase
+from infra.runtime import postgres_datastore
+from infra.store import INDEX_DDL, PostgresWriteIndex
 from projections.base import one_of
 from tests.conftest import BACKENDS
 
@@ -57,3 +60,44 @@ def test_a_read_keeps_the_connections_prepared_statements_and_refuses_writes(
         assert db.fetch("SELECT count(*) FROM kept") == [(0,)]
     finally:
         db.close()
+
+
+def test_the_write_index_lookup_reads_by_the_key_after_the_table_grew_from_empty(
+    postgres_url: str,
+) -> None:
+    """The event store's connections plan each run for its parameters: a plan cached
+    while the index was empty (a scan of the whole table, cheap then) is not kept."""
+    datastore = postgres_datastore(postgres_url, pool_size=1, max_overflow=0)
+    index = PostgresWriteIndex(datastore)
+    try:
+        with datastore.get_connection() as conn:
+            conn.execute(INDEX_DDL)
+            conn.execute("TRUNCATE cc_index")
+        for _ in range(8):  # enough runs for PostgreSQL to consider a generic plan
+            assert index.get_in({"receipt": ["k1", "k2"]}) == {}
+        with datastore.get_connection() as conn:
+            conn.execute(
+                "INSERT INTO cc_index (namespace, key, value)"
+                " SELECT 'receipt', 'k' || i, 'v' || i FROM generate_series(1, 20000) AS i"
+            )
+            before = _scans(conn)
+        assert index.get_in({"receipt": ["k1", "k7", "none"]}) == {
+            ("receipt", "k1"): "v1",
+            ("receipt", "k7"): "v7",
+        }
+        with datastore.get_connection() as conn:
+            seq, by_index = _scans(conn)
+        assert seq == before[0]  # no scan of the whole table
+        assert by_index > before[1]
+    finally:
+        with datastore.get_connection() as conn:
+            conn.execute("DROP TABLE IF EXISTS cc_index")
+        datastore.close()
+
+
+def _scans(conn: Any) -> tuple[int, int]:
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    row = conn.execute(
+        "SELECT seq_scan, idx_scan FROM pg_stat_user_tables WHERE relname = 'cc_index'"
+    ).fetchone()
+    return int(row["seq_scan"]), int(row["idx_scan"] or 0)
