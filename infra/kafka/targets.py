@@ -107,6 +107,12 @@ class ProjectionTarget:
     kind = "projection"
 
     MAX_CONFLICT_RETRIES = 50
+    # A batch waits this long at most for a row or table lock (PostgreSQL), then fails
+    # and the worker retries it after a backoff: a batch stuck behind a lock would
+    # otherwise hold up its consumer group's rebalance, which waits for the batch.
+    LOCK_WAIT_MS = 10_000
+    # Say so while a batch keeps conflicting, not only once it is through.
+    CONFLICTS_TO_REPORT = 10
 
     def __init__(self, projection: Projection, db: Database, mapper: Mapper[Any], topic: str):
         self.projection = projection
@@ -186,6 +192,7 @@ class ProjectionTarget:
                         # crash may lose the last commits, rows and positions together, and
                         # they are applied again from the stored offsets; never half.
                         tx.execute("SET LOCAL synchronous_commit = off")
+                        tx.execute(f"SET LOCAL lock_timeout = {int(self.LOCK_WAIT_MS)}")
                     for partition, messages in sorted(batch.items()):
                         if messages:
                             self._partition(tx, partition, messages)
@@ -198,6 +205,15 @@ class ProjectionTarget:
                     raise
                 conflicts += 1
                 self.conflicts += 1
+                if conflicts % self.CONFLICTS_TO_REPORT == 0:
+                    log.warning(
+                        "projection %s: a batch of %d has met %d write conflicts in %.1f s;"
+                        " still retrying",
+                        self.name,
+                        sum(map(len, batch.values())),
+                        conflicts,
+                        time.monotonic() - started,
+                    )
                 time.sleep(random.uniform(0, 0.01 * conflicts))
                 continue
             if conflicts:

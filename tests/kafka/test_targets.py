@@ -4,10 +4,12 @@ On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 from uuid import uuid4
 
+import psycopg
 import pytest
 
 from contact_centre.application import UnitOfWork
@@ -245,3 +247,36 @@ def test_a_batch_that_conflicts_with_another_worker_is_applied_once_and_says_so(
     assert seen(runtime) == [m.notification_id for m in records]
     assert target.conflicts == 3
     assert "projection recording: batch of 4 applied after 3 write conflicts" in caplog.text
+
+
+def test_a_batch_that_keeps_conflicting_says_so_before_it_is_through(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = _ConflictingDb(runtime.readdb, deadlocks=0)
+    target = ProjectionTarget(Recording(), db, runtime.app.mapper, TOPIC)  # type: ignore[arg-type]
+    target.setup()
+    db.deadlocks = ProjectionTarget.CONFLICTS_TO_REPORT
+    records = messages(runtime, 2)
+    with caplog.at_level("INFO", logger="infra.kafka.targets"):
+        target.process({0: records})
+    assert seen(runtime) == [m.notification_id for m in records]
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1
+    assert "a batch of 2 has met 10 write conflicts" in warned[0].getMessage()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_a_batch_waiting_on_a_lock_gives_up_and_applies_later(
+    runtime: Runtime, target: ProjectionTarget
+) -> None:
+    records = messages(runtime, 3)
+    target.LOCK_WAIT_MS = 300
+    assert runtime.settings.database_url is not None
+    with psycopg.connect(runtime.settings.database_url) as holder:
+        holder.execute("LOCK TABLE rm_test_seen IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            target.process({0: records})
+        assert time.monotonic() - started < 5
+    target.process({0: records})  # the lock is gone: the retry applies the batch once
+    assert seen(runtime) == [m.notification_id for m in records]
