@@ -234,17 +234,26 @@ class _ConflictingDb(_DeadlockingDb):
         return self.real.read()
 
 
+def _apply_after_conflicts(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture, *, conflicts: int, records: int
+) -> ProjectionTarget:
+    """Process a batch of ``records`` whose first ``conflicts`` transactions conflict;
+    checks it was applied once, with the log captured."""
+    db = _ConflictingDb(runtime.readdb, deadlocks=0)
+    target = ProjectionTarget(Recording(), db, runtime.app.mapper, TOPIC)  # type: ignore[arg-type]
+    target.setup()
+    db.deadlocks = conflicts
+    batch = messages(runtime, records)
+    with caplog.at_level("INFO", logger="infra.kafka.targets"):
+        target.process({0: batch})
+    assert seen(runtime) == [m.notification_id for m in batch]
+    return target
+
+
 def test_a_batch_that_conflicts_with_another_worker_is_applied_once_and_says_so(
     runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
-    db = _ConflictingDb(runtime.readdb, deadlocks=3)
-    target = ProjectionTarget(Recording(), db, runtime.app.mapper, TOPIC)  # type: ignore[arg-type]
-    target.setup()
-    db.deadlocks = 3
-    records = messages(runtime, 4)
-    with caplog.at_level("INFO", logger="infra.kafka.targets"):
-        target.process({0: records})
-    assert seen(runtime) == [m.notification_id for m in records]
+    target = _apply_after_conflicts(runtime, caplog, conflicts=3, records=4)
     assert target.conflicts == 3
     assert "projection recording: batch of 4 applied after 3 write conflicts" in caplog.text
 
@@ -252,14 +261,9 @@ def test_a_batch_that_conflicts_with_another_worker_is_applied_once_and_says_so(
 def test_a_batch_that_keeps_conflicting_says_so_before_it_is_through(
     runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
-    db = _ConflictingDb(runtime.readdb, deadlocks=0)
-    target = ProjectionTarget(Recording(), db, runtime.app.mapper, TOPIC)  # type: ignore[arg-type]
-    target.setup()
-    db.deadlocks = ProjectionTarget.CONFLICTS_TO_REPORT
-    records = messages(runtime, 2)
-    with caplog.at_level("INFO", logger="infra.kafka.targets"):
-        target.process({0: records})
-    assert seen(runtime) == [m.notification_id for m in records]
+    _apply_after_conflicts(
+        runtime, caplog, conflicts=ProjectionTarget.CONFLICTS_TO_REPORT, records=2
+    )
     warned = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warned) == 1
     assert "a batch of 2 has met 10 write conflicts" in warned[0].getMessage()
