@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, cast
-from uuid import UUID, SafeUUID, uuid4
+from uuid import UUID, SafeUUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
@@ -48,6 +48,7 @@ from contact_centre.errors import (
     TenantInactiveError,
     ValidationError,
 )
+from contact_centre.ids import new_id
 from contact_centre.interaction import (
     Channel,
     Direction,
@@ -599,7 +600,7 @@ class ContactCentre(
     def register_tenant_in(
         self, uow: UnitOfWork, name: str, region: str = "eu"
     ) -> tuple[UUID, IssuedToken]:
-        tenant = Tenant.register(uuid4(), name, region, uow.now)
+        tenant = Tenant.register(new_id(), name, region, uow.now)
         uow.add(tenant)
         uow.index(self._tenant_index_op(tenant, IndexOpKind.INSERT))
         issued = self._issue_token(uow, tenant.id, Role.ADMIN, "initial admin token", None)
@@ -632,7 +633,7 @@ class ContactCentre(
     ) -> IssuedToken:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token_hash = hash_token(token)
-        api_token = ApiToken.issue(uuid4(), tenant_id, role, token_hash, label, agent_id, uow.now)
+        api_token = ApiToken.issue(new_id(), tenant_id, role, token_hash, label, agent_id, uow.now)
         uow.add(api_token)
         principal = {
             "tenant_id": str(tenant_id),
@@ -753,7 +754,7 @@ class ContactCentre(
         contact = self._find_or_create_contact(uow, tenant_id, sender, plan.identity_key)
         conversation = self._find_or_open_conversation(uow, interaction, plan, contact.id)
         content = Scope.conversation(tenant_id, conversation.id)
-        message_id = uuid4()
+        message_id = new_id()
         conversation.reopen_for_customer(uow.now)
         message = MessageContent(
             body=interaction.body,
@@ -803,7 +804,7 @@ class ContactCentre(
                     at=uow.now,
                 )
             return contact
-        contact_id = uuid4()
+        contact_id = new_id()
         scope = Scope.contact(tenant_id, contact_id)
         self.sealer.new_scope(scope)
         contact = Contact.register(
@@ -852,7 +853,7 @@ class ContactCentre(
             conversation = uow.get(UUID(current), Conversation, tenant_id)
             if conversation.status is not ConversationStatus.CLOSED:
                 return conversation
-        conversation_id = uuid4()
+        conversation_id = new_id()
         scope = Scope.conversation(tenant_id, conversation_id)
         self.sealer.new_scope(scope)
         conversation = Conversation.open(
@@ -908,7 +909,7 @@ class ContactCentre(
             existing = uow.lookup(NS_RECEIPT, receipt_key)
             if existing is not None:
                 return UUID(json.loads(existing)["message_id"]), True
-        message_id = uuid4()
+        message_id = new_id()
         conversation.send_message(
             message_id,
             author,
@@ -932,7 +933,7 @@ class ContactCentre(
         conversation = self._conversation(uow, tenant_id, conversation_id)
         if not body.strip():
             raise ValidationError("body must not be empty")
-        note_id = uuid4()
+        note_id = new_id()
         conversation.add_note(
             note_id,
             author,
@@ -1129,7 +1130,7 @@ class ContactCentre(
         self._require_active_tenant(uow, tenant_id)
         if not name.strip() or len(name) > 200:
             raise ValidationError("agent name must be 1-200 characters")
-        agent_id = uuid4()
+        agent_id = new_id()
         scope = Scope.agent(tenant_id, agent_id)
         self.sealer.new_scope(scope)
         if email is not None:
@@ -1149,7 +1150,7 @@ class ContactCentre(
         self, uow: UnitOfWork, tenant_id: UUID, name: str, channels: list[Channel]
     ) -> UUID:
         self._require_active_tenant(uow, tenant_id)
-        queue = Queue.create(uuid4(), tenant_id, name, channels, uow.now)
+        queue = Queue.create(new_id(), tenant_id, name, channels, uow.now)
         uow.add(queue)
         return queue.id
 
@@ -1184,7 +1185,7 @@ class ContactCentre(
             uow.get(target_id, Contact, tenant_id)
         if target is HoldTarget.CONVERSATION:
             uow.get(target_id, Conversation, tenant_id)
-        hold_id = uuid4()
+        hold_id = new_id()
         records = Scope(tenant_id, ScopeKind.TENANT_RECORDS, tenant_id)
         hold = LegalHold.place(
             hold_id, tenant_id, target, target_id, self._seal(records, reason), actor, uow.now
@@ -1383,7 +1384,7 @@ class ContactCentre(
             contact_ids = self.resolve_subject(uow, tenant_id, identity)
         else:
             raise ValidationError("name the subject by an identity or a contact id")
-        request_id = uuid4()
+        request_id = new_id()
         records = Scope(tenant_id, ScopeKind.TENANT_RECORDS, tenant_id)
         request = DataSubjectRequest.receive(
             request_id,

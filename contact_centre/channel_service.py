@@ -8,7 +8,7 @@ import hashlib
 import json
 import re
 from typing import TYPE_CHECKING, Any, cast
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from contact_centre.blocks import BlockKind, VisitorBlock
 from contact_centre.channel_settings import ChannelSettings, Provider, settings_id
@@ -23,6 +23,7 @@ from contact_centre.deliveries import (
     delivery_id,
 )
 from contact_centre.errors import ConflictError, NotFoundError, ValidationError
+from contact_centre.ids import new_id
 from contact_centre.interaction import Channel, Interaction
 from contact_centre.ports import IdentityNormaliser, IndexOp, IndexOpKind, WriteIndex
 from contact_centre.privacy import Erased, Scope, ScopeKind, Sealed, Sealer
@@ -333,7 +334,7 @@ class ChannelCommands:
         existing = uow.lookup(NS_BLOCK, key)
         if existing is not None:
             return UUID(existing)
-        block_id = uuid4()
+        block_id = new_id()
         scope = Scope(tenant_id, ScopeKind.VISITOR_NETWORK, block_id)
         self.sealer.new_scope(scope)
         block = VisitorBlock.create(

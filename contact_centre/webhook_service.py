@@ -7,10 +7,11 @@ import base64
 import secrets
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from contact_centre.compliance import DataSubjectRequest
 from contact_centre.errors import ValidationError
+from contact_centre.ids import new_id
 from contact_centre.privacy import Scope, ScopeKind, Sealed
 from contact_centre.webhooks import (
     MAX_URL,
@@ -63,7 +64,7 @@ class WebhookCommands:
         scope = self._secrets_scope(tenant_id)
         secret = new_secret()
         subscription = WebhookSubscription.create(
-            uuid4(),
+            new_id(),
             tenant_id,
             self._seal(scope, self._check_url(url)),
             event_types,
@@ -146,7 +147,7 @@ class WebhookCommands:
         the endpoints that answered 410 or kept failing."""
         report_id = None
         if attempts:
-            report = WebhookReport.record(uuid4(), tenant_id, attempts, uow.now)
+            report = WebhookReport.record(new_id(), tenant_id, attempts, uow.now)
             uow.add(report)
             report_id = report.id
         for webhook_id, reason in sorted(disable.items()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from uuid import UUID
 
 from infra.runtime import Runtime
 from tests.helpers import Api, interaction, settle
@@ -112,3 +113,12 @@ async def test_messages_come_back_in_time_order_with_their_details(
         }
     ]
     assert body["contact"]["identities"] == [{"kind": "email", "address": "ann@example.com"}]
+
+
+async def test_a_new_contact_conversation_and_message_get_time_ordered_ids(api: Api) -> None:
+    first = await api.receive(body="First")
+    await asyncio.sleep(0.002)
+    second = await api.receive(body="Second")
+    for key in ("conversation_id", "contact_id", "message_id"):
+        assert UUID(first[key]).version == UUID(second[key]).version == 7
+        assert first[key] < second[key]  # later ids sort after earlier ones, as text too
