@@ -1,9 +1,10 @@
 """Identifiers for new aggregates and entities: time-ordered UUIDs (version 7, RFC 9562).
 
 A version 7 UUID starts with the Unix time in milliseconds, then 74 random bits. Ids made
-later sort after ids made earlier, as UUIDs and as their text, so every index keyed by
-them (the event store's ``(originator_id, version)``, the read models' primary keys, the
-key vault's scopes) takes new rows at its end: a batch of writes dirties a few pages at
+in a later millisecond sort after those made earlier (within one millisecond, in no
+particular order), as UUIDs and as their text, so every index keyed by them (the event
+store's ``(originator_id, version)``, the read models' primary keys, the key vault's
+scopes) takes new rows at its end: a batch of writes dirties a few pages at
 the right edge of each B-tree instead of one random page per row, which is what both
 SQLite's write-ahead log and PostgreSQL's WAL (a full image of each page first touched
 after a checkpoint) pay for. The random part keeps ids unguessable; the time part tells
