@@ -8,6 +8,7 @@ runs unchanged on SQLite (embedded) and PostgreSQL (scale).
 from __future__ import annotations
 
 import functools
+import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -374,6 +375,13 @@ class PostgresDatabase:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def advisory_key(purpose: str) -> int:
+    """A PostgreSQL advisory lock key (signed 64-bit) for ``purpose``, the same in every
+    process: the first 8 bytes of its SHA-256."""
+    digest = hashlib.sha256(f"contact-centre {purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def is_write_conflict(error: BaseException) -> bool:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -32,7 +31,7 @@ from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from eventsourcing.persistence import ApplicationRecorder, Mapper
 
 from infra.config import Settings
-from infra.db import Database, Tx
+from infra.db import Database, Tx, advisory_key
 from infra.kafka.client import MAX_MESSAGE_BYTES, bootstrap, ensure_topic, topic
 from infra.kafka.messages import OutgoingMessage, partition_for, to_message
 from infra.runtime import SCHEMA_LOCK_KEY
@@ -110,11 +109,6 @@ def read_position(db: Database, topic_name: str) -> int:
         tx.execute("SELECT position FROM cc_kafka_relay WHERE topic = ?", (topic_name,))
         row = tx.fetchone()
     return 0 if row is None else int(row[0])
-
-
-def _lock_key(topic_name: str) -> int:
-    digest = hashlib.sha256(f"contact-centre relay {topic_name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 class Relay:
@@ -195,7 +189,9 @@ class Relay:
     async def _acquire(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> bool:
         waiting = False
         while not stop.is_set():
-            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(self.topic),))
+            cursor = await conn.execute(
+                "SELECT pg_try_advisory_lock(%s)", (advisory_key(f"relay {self.topic}"),)
+            )
             row = await cursor.fetchone()
             if row is not None and row[0]:
                 return True

@@ -37,7 +37,7 @@ from eventsourcing.utils import resolve_topic
 from contact_centre.application import AlreadyTrackedError, ContactCentre, UnitOfWork
 from contact_centre.errors import DomainError
 from contact_centre.ports import IndexOp, IndexOpKind
-from infra.db import Database, Tx, is_write_conflict
+from infra.db import Database, Tx, advisory_key, is_write_conflict
 from infra.feed import (
     LOG_PARTITION,
     OFFSETS_DDL,
@@ -120,9 +120,10 @@ class ProjectionTarget:
         self.mapper = mapper
         self.topic = topic
         self.name = projection.name
+        self.lock_key = advisory_key(f"projection {projection.name}")
         self.applied = 0  # events handed to the projection by this instance (for logs)
         self.duplicates = 0
-        self.conflicts = 0  # serialization conflicts with another worker, retried
+        self.conflicts = 0  # deadlocks (and serialization failures), retried
         self._log_floor: int | None = None
         self._floor_read = False
 
@@ -182,17 +183,21 @@ class ProjectionTarget:
             try:
                 with self.db.transaction() as tx:
                     if tx.dialect == "postgres":
-                        # Workers of one projection write concurrently, and a projection
-                        # may join aggregates (a contact's row counts its conversations,
-                        # whose events come through another partition): serializable
-                        # transactions make such read-then-write steps safe; a conflict
-                        # rolls back and the batch is applied again.
-                        tx.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
                         # As the embedded read models (SQLite synchronous=NORMAL): a server
                         # crash may lose the last commits, rows and positions together, and
                         # they are applied again from the stored offsets; never half.
                         tx.execute("SET LOCAL synchronous_commit = off")
                         tx.execute(f"SET LOCAL lock_timeout = {int(self.LOCK_WAIT_MS)}")
+                        # One batch of a projection at a time across all workers, as the
+                        # embedded feed applies it: a projection may join aggregates (a
+                        # contact's row counts its conversations, whose events come through
+                        # another partition), and such a read-then-write step is safe only
+                        # if no other batch of the projection runs meanwhile. Serializable
+                        # transactions made it safe too, but their predicate locks (whole
+                        # small tables, pages of big ones) had nearly every pair of
+                        # concurrent batches conflict, and a big batch applied again and
+                        # again held up its consumer group's rebalance for minutes.
+                        tx.execute("SELECT pg_advisory_xact_lock(?)", (self.lock_key,))
                     for partition, messages in sorted(batch.items()):
                         if messages:
                             self._partition(tx, partition, messages)
