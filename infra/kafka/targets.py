@@ -222,8 +222,8 @@ class ProjectionTarget:
                 time.sleep(random.uniform(0, 0.01 * conflicts))
                 continue
             if conflicts:
-                # Another worker of this projection wrote rows this batch read: a few are
-                # normal; many (or a slow batch) say why a consumer fell behind.
+                # A deadlock (with a joining worker's set-up, say): rare; many (or a slow
+                # batch) say why a consumer fell behind.
                 log.info(
                     "projection %s: batch of %d applied after %d write conflicts in %.1f s",
                     self.name,
