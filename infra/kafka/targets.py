@@ -179,6 +179,9 @@ class ProjectionTarget:
             self.assigned([])
         started = time.monotonic()
         conflicts = 0
+        # Decoded before the transaction waits for the projection's turn (and once,
+        # however often it is retried): other workers' batches need not wait for that.
+        decoded = self._decode(batch)
         while True:
             try:
                 with self.db.transaction() as tx:
@@ -200,7 +203,7 @@ class ProjectionTarget:
                         tx.execute("SELECT pg_advisory_xact_lock(?)", (self.lock_key,))
                     for partition, messages in sorted(batch.items()):
                         if messages:
-                            self._partition(tx, partition, messages)
+                            self._partition(tx, partition, messages, decoded)
             except AlreadyProcessedError:
                 # Another worker inserted this partition's first tracking row while we
                 # read it as missing: nothing was written; filter again on its position.
@@ -233,14 +236,26 @@ class ProjectionTarget:
                 )
             return
 
-    def _partition(self, tx: Tx, partition: int, messages: Sequence[EventMessage]) -> None:
+    def _decode(self, batch: Batch) -> dict[int, Any]:
+        """The events of the batch this projection handles, by notification id."""
+        interested = self.projection.interested_in
+        return {
+            m.notification_id: self.mapper.to_domain_event(m.notification)
+            for messages in batch.values()
+            for m in messages
+            if interested(resolve_topic(m.notification.topic))
+        }
+
+    def _partition(
+        self, tx: Tx, partition: int, messages: Sequence[EventMessage], decoded: dict[int, Any]
+    ) -> None:
         todo = fresh(messages, self._applied(tx, partition))
         self.duplicates += len(messages) - len(todo.messages)
         # as the embedded feed: runs of one command's events take set-based statements
         events = [
-            (self.mapper.to_domain_event(m.notification), m.notification.id)
+            (decoded[m.notification_id], m.notification_id)
             for m in todo.messages
-            if self.projection.interested_in(resolve_topic(m.notification.topic))
+            if m.notification_id in decoded
         ]
         self.projection.apply_all(tx, events)
         self.applied += len(events)

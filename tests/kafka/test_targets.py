@@ -330,3 +330,40 @@ def test_two_workers_of_one_projection_take_turns_and_lose_no_update(runtime: Ru
         tx.execute("SELECT n FROM rm_test_count WHERE id = 1")
         assert tx.fetchone() == (48,)
     assert [w.conflicts for w in workers] == [0, 0]
+
+
+class _CountingMapper:
+    """The application's mapper, counting the events it decodes."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.decoded = 0
+
+    def to_domain_event(self, notification: Any) -> Any:
+        self.decoded += 1
+        return self.real.to_domain_event(notification)
+
+
+class _DeadlockingOnce(Recording):
+    """Meets a deadlock in its first transaction, after the events were decoded."""
+
+    met = 0
+
+    def apply_all(self, tx: Tx, events: Any) -> None:
+        if self.met == 0:
+            self.met += 1
+            error = RuntimeError("deadlock detected")
+            error.sqlstate = "40P01"  # type: ignore[attr-defined]
+            raise error
+        super().apply_all(tx, events)
+
+
+def test_a_batch_applied_again_after_a_deadlock_is_decoded_once(runtime: Runtime) -> None:
+    mapper = _CountingMapper(runtime.app.mapper)
+    target = ProjectionTarget(_DeadlockingOnce(), runtime.readdb, mapper, TOPIC)  # type: ignore[arg-type]
+    target.setup()
+    records = messages(runtime, 5)
+    target.process({0: records})
+    assert target.conflicts == 1
+    assert seen(runtime) == [m.notification_id for m in records]
+    assert mapper.decoded == 5
