@@ -197,6 +197,13 @@ def test_a_policy_reacts_once_per_event_and_keeps_offset_and_position_with_its_r
     assert runtime.app.tracked_position("note-on-open#2") == records[-1].notification_id
 
 
+def _deadlock() -> Exception:
+    """An error as PostgreSQL's deadlock detector raises it (SQLSTATE 40P01)."""
+    error = RuntimeError("deadlock detected")
+    error.sqlstate = "40P01"  # type: ignore[attr-defined]
+    return error
+
+
 class _DeadlockingDb:
     """A read-model store whose first transactions deadlock (PostgreSQL's 40P01)."""
 
@@ -207,9 +214,7 @@ class _DeadlockingDb:
     def transaction(self) -> Any:
         if self.deadlocks > 0:
             self.deadlocks -= 1
-            error = RuntimeError("deadlock detected")
-            error.sqlstate = "40P01"  # type: ignore[attr-defined]
-            raise error
+            raise _deadlock()
         return self.real.transaction()
 
 
@@ -352,9 +357,7 @@ class _DeadlockingOnce(Recording):
     def apply_all(self, tx: Tx, events: Any) -> None:
         if self.met == 0:
             self.met += 1
-            error = RuntimeError("deadlock detected")
-            error.sqlstate = "40P01"  # type: ignore[attr-defined]
-            raise error
+            raise _deadlock()
         super().apply_all(tx, events)
 
 
