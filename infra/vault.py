@@ -122,8 +122,6 @@ class KeyVault:
         self._cache: dict[str, _Key] = {}
         self._cache_size = cache_size
         self._pending: dict[str, tuple[str, _Key]] = {}
-        # each tenant's blind-index scope, made once: an interaction takes ~5 keyed hashes
-        self._index_scopes: dict[UUID, Scope] = {}
         self._lock = threading.RLock()
         self._generation: int | None = None
         # Storage hygiene after a destruction: inline, or by a thread woken right after
@@ -279,13 +277,9 @@ class KeyVault:
         key = self._key_for_write(self._index_scope(tenant_id))
         return _keyed_hashes(key.raw, purpose, values)
 
-    def _index_scope(self, tenant_id: UUID) -> Scope:
-        scope = self._index_scopes.get(tenant_id)
-        if scope is None:
-            scope = self._index_scopes[tenant_id] = Scope(
-                tenant_id, ScopeKind.TENANT_INDEX, tenant_id
-            )
-        return scope
+    @staticmethod
+    def _index_scope(tenant_id: UUID) -> Scope:
+        return Scope(tenant_id, ScopeKind.TENANT_INDEX, tenant_id)
 
     def existing_blind_index(self, tenant_id: UUID, purpose: str, value: str) -> str | None:
         """As :meth:`blind_index`, for reads: None (and no key made) when the tenant has no
