@@ -114,6 +114,113 @@ def server(env: dict[str, str]) -> Iterator[str]:
         process.wait(timeout=30)
 
 
+# -- where the CPU went -------------------------------------------------------------------
+def _command_group(cmdline: str) -> str:
+    """The group a process's CPU time is reported under, by its command line."""
+    words = cmdline.split()
+    if "infra.cli" in words:  # contact-centre SUBCOMMAND [SUBCOMMAND] --options
+        rest = words[words.index("infra.cli") + 1 :]
+        sub = " ".join(w for w in rest[:2] if not w.startswith("-"))
+        return f"contact-centre {sub}".strip()
+    if words and (words[0].startswith("postgres") or words[0].endswith("/postgres")):
+        return "PostgreSQL"
+    if words and words[0].endswith("java") and "kafka.Kafka" in words:
+        return "Kafka broker"
+    return "other"
+
+
+def _process_ticks() -> dict[int, tuple[str, int]]:
+    """pid → (group, user + system clock ticks so far) of every process (Linux /proc)."""
+    me = os.getpid()
+    found: dict[int, tuple[str, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        pid = int(entry)
+        group = "bench client" if pid == me else _command_group(cmdline)
+        found[pid] = (group, int(fields[11]) + int(fields[12]))
+    return found
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, all) clock ticks of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    return sum(values) - idle, sum(values)
+
+
+class CpuMeter:
+    """Where the machine's CPU time went between :meth:`start` and :meth:`stop`, by group of
+    processes (``serve``, PostgreSQL, the Kafka broker, this benchmark's client...), from
+    Linux's per-process counters; a process that starts or ends inside the window counts
+    for what it used inside it as far as seen, and the rest of the machine's busy time
+    shows as ``other``. Linux only (the benchmarks' machine)."""
+
+    def __init__(self) -> None:
+        self._hz = os.sysconf("SC_CLK_TCK")
+        self._cores = os.cpu_count() or 1
+        self._before: dict[int, tuple[str, int]] = {}
+        self._machine = (0, 0)
+        self.seconds = 0.0
+        self.used: dict[str, float] = {}  # group → CPU seconds
+        self.idle = 0.0  # CPU seconds no process used
+        self._started = 0.0
+
+    def start(self) -> None:
+        self._before = _process_ticks()
+        self._machine = _machine_ticks()
+        self._started = time.perf_counter()
+
+    def stop(self) -> None:
+        after = _process_ticks()
+        busy, total = _machine_ticks()
+        self.seconds = time.perf_counter() - self._started
+        used: dict[str, float] = {}
+        for pid, (group, ticks) in after.items():
+            _, earlier = self._before.get(pid, (group, 0))
+            used[group] = used.get(group, 0.0) + (ticks - earlier) / self._hz
+        busy_s = (busy - self._machine[0]) / self._hz
+        counted = sum(v for g, v in used.items() if g != "other")
+        used["other"] = max(0.0, busy_s - counted)
+        self.used = {g: v for g, v in used.items() if v > 0}
+        self.idle = max(0.0, (total - self._machine[1] - (busy - self._machine[0])) / self._hz)
+
+    def report(self, work: float, unit: str, main: str = "contact-centre serve") -> list[str]:
+        """Lines for the report: each group's share of the cores, and CPU time per unit of
+        ``work`` done in the window, with the rate at which the machine's cores would all
+        be busy (and ``main``, one Python process, its one core)."""
+        cores = self._cores
+        span = self.seconds or 1.0
+        shares = ", ".join(
+            f"{group} {100 * s / span:.0f}%"
+            for group, s in sorted(self.used.items(), key=lambda kv: -kv[1])
+            if s / span >= 0.005
+        )
+        idle = 100 * self.idle / span
+        lines = [f"CPU ({cores} cores = {100 * cores}%): {shares}; idle {idle:.0f}%"]
+        if work > 0:
+            total_ms = 1000 * sum(self.used.values()) / work
+            line = f"CPU per {unit}: {total_ms:.2f} ms in all"
+            if main in self.used:
+                main_ms = 1000 * self.used[main] / work
+                line += (
+                    f" ({main} {main_ms:.2f} ms): all {cores} cores busy at about"
+                    f" {1000 * cores / total_ms:,.0f} {unit}s/s, {main} at a full core"
+                    f" at {1000 / main_ms:,.0f}/s"
+                )
+            lines.append(line)
+        return lines
+
+
 def create_tenant(env: dict[str, str]) -> dict[str, str]:
     return dict(json.loads(cli(["tenant", "create", "Bench"], env)))
 

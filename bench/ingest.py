@@ -1,7 +1,10 @@
 """Ingest benchmark: N concurrent HTTP clients post distinct interactions for a fixed time.
 
 Prints interactions/s and p50/p99 latency, and, in the same run, the rate of the plain
-eventsourcing library saving one event per transaction on the same backend (baseline).
+eventsourcing library saving one event per transaction on the same backend (baseline),
+and where the machine's CPU went meanwhile: each process group's share of the cores and
+the CPU time per interaction, with the rate at which the cores (or the one core of the
+``serve`` process, bound by the interpreter lock) would be fully busy.
 
     ./dev bench ingest [--backend sqlite|postgres|both] [--clients 32] [--seconds 20]
 """
@@ -17,7 +20,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-from common import ROOT, backend, create_tenant, percentile, server, summary  # noqa: F401
+from common import (  # noqa: F401
+    ROOT,
+    CpuMeter,
+    backend,
+    create_tenant,
+    percentile,
+    server,
+    summary,
+)
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
@@ -128,9 +139,12 @@ def run(name: str, args: argparse.Namespace) -> None:
         with server(b.env) as base:
             # warm up (connections, caches, JIT-free but page cache)
             asyncio.run(load(base, tenant["admin_token"], 4, 1.0, args.senders))
+            meter = CpuMeter()
+            meter.start()
             result = asyncio.run(
                 load(base, tenant["admin_token"], args.clients, args.seconds, args.senders)
             )
+            meter.stop()
         created = result["statuses"].get(201, 0)
         in_store = durable_count(b, tenant["admin_token"])
         base_rate = baseline(b, min(args.seconds, 10))
@@ -145,6 +159,8 @@ def run(name: str, args: argparse.Namespace) -> None:
         f"durable: {in_store:,} messages in the event store for {created + 0:,} answered 201 "
         f"(after warm-up of the same run)"
     )
+    for line in meter.report(created, "interaction"):
+        print(line)
     print(f"baseline (eventsourcing, one event per transaction): {base_rate:,.0f} events/s")
     print(f"ratio interactions/s : baseline events/s = {rate / base_rate:.2f}")
 

@@ -13,7 +13,10 @@ lag: scaled mode end to end. Starts PostgreSQL (durable) and a Kafka broker, one
     (open loop: one every 1/R s whatever the answers) for S seconds, and for each one
     measures the time from sending the request until its message is in the inbox read
     model (polled every 5 ms), printing p50/p99/max beside the HTTP latency (the part of
-    the lag that is the write itself).
+    the lag that is the write itself), and where the machine's CPU went from the first
+    request until the read model had them all: each process's share of the cores (HTTP
+    process, relay, workers, PostgreSQL, the broker, this benchmark) and CPU time per
+    interaction, with the rate at which all the cores would be busy.
 
     ./dev bench projections rebuild [--events 200000] [--backend sqlite|postgres|both]
     ./dev bench projections lag [--rate 1000] [--seconds 20] [--workers 2] [--senders 5000]
@@ -38,7 +41,7 @@ from typing import Any
 
 import aiohttp
 import psycopg
-from common import ROOT, backend, create_tenant, percentile, server, summary
+from common import ROOT, CpuMeter, backend, create_tenant, percentile, server, summary
 
 from contact_centre.application import Receive
 from contact_centre.interaction import Channel, Direction, Identity, IdentityKind, Interaction
@@ -290,11 +293,14 @@ def bench_lag(
             while sampler.pending and time.monotonic() < deadline:
                 time.sleep(0.1)
             sampler.lags.clear()
+            meter = CpuMeter()  # from the first request until the read model has them all
+            meter.start()
             load = steady_load(base, token, rate, seconds, sampler, senders)
             sent, errors, latencies = asyncio.run(load)
             deadline = time.monotonic() + 30
             while sampler.pending and time.monotonic() < deadline:
                 time.sleep(0.05)
+            meter.stop()
             sampler.stop.set()
             sampler.join()
             lags = sampler.lags
@@ -311,6 +317,8 @@ def bench_lag(
                 f"{percentile(lags, 50) - percentile(latencies, 50):.1f} ms, p99 "
                 f"{percentile(lags, 99) - percentile(latencies, 99):.1f} ms"
             )
+            for line in meter.report(sent - errors, "interaction"):
+                print(f"  {line}")
 
 
 def main() -> None:
