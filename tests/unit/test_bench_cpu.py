@@ -10,9 +10,11 @@ from bench.common import CpuMeter, _command_group
 
 BURN = """
 import sys, time
+sys.stdin.readline()
 end = time.process_time() + 0.4
 while time.process_time() < end:
     pass
+print("burnt", flush=True)
 sys.stdin.read()
 """
 
@@ -42,24 +44,26 @@ def test_processes_are_grouped_by_their_command_line() -> None:
 
 def test_the_meter_charges_each_process_group_with_the_cpu_it_burnt() -> None:
     # a child that looks like a contact-centre command to the meter (one no other process
-    # runs) burns 0.4 s of CPU, then waits to be told to end (a process gone before the
-    # meter stops is not seen)
-    child = subprocess.Popen(
-        [sys.executable, "-c", BURN, "infra.cli", "cpu-probe"], stdin=subprocess.PIPE
-    )
-    try:
+    # runs) burns 0.4 s of CPU once told to, says so, then waits to be told to end (a
+    # process gone before the meter stops is not seen)
+    with subprocess.Popen(
+        [sys.executable, "-c", BURN, "infra.cli", "cpu-probe"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as child:  # leaving closes its pipes (it ends) and waits for it
+        assert child.stdin is not None
+        assert child.stdout is not None
         meter = CpuMeter()
         meter.start()
+        child.stdin.write("go\n")
+        child.stdin.flush()
         _burn(0.3)  # this process: the benchmark's client
-        time.sleep(1.0)  # the child's burn ends meanwhile
+        assert child.stdout.readline() == "burnt\n"
         meter.stop()
-    finally:
-        assert child.stdin is not None
-        child.stdin.close()
-        child.wait(timeout=10)
-    assert 0.25 <= meter.used["bench client"] < 0.6
-    assert 0.3 <= meter.used["contact-centre cpu-probe"] < 0.6
-    assert meter.seconds >= 1.3
+    # each has its own CPU time, not the other's (nor the machine's)
+    assert 0.28 <= meter.used["bench client"] < 0.6
+    assert 0.38 <= meter.used["contact-centre cpu-probe"] < 0.7
 
     lines = meter.report(100, "interaction", main="contact-centre cpu-probe")
     assert lines[0].startswith("CPU (")
