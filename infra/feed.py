@@ -77,9 +77,13 @@ class Consumer(Protocol):
     ) -> None: ...
 
 
-def read_tracking(tx: Tx, consumer: str, partition: int) -> int | None:
+def read_tracking(tx: Tx, consumer: str, partition: int, *, lock: bool = False) -> int | None:
+    """The consumer's durable position; ``lock``: in a write transaction, held until it
+    ends (PostgreSQL's row lock; SQLite's write transaction excludes other writers from
+    its start), so no other process moves it meanwhile."""
+    locking = " FOR UPDATE" if lock and tx.dialect == "postgres" else ""
     tx.execute(
-        "SELECT position FROM cc_tracking WHERE consumer = ? AND partition = ?",
+        f"SELECT position FROM cc_tracking WHERE consumer = ? AND partition = ?{locking}",
         (consumer, partition),
     )
     row = tx.fetchone()
@@ -189,22 +193,41 @@ class ProjectionConsumer:
     def apply(
         self, tx: Tx, items: Sequence[FeedItem], last_position: int, partition: int = LOG_PARTITION
     ) -> None:
-        """Apply ``items`` and advance the position to ``last_position`` in ``tx``."""
-        self.projection.apply_all(tx, [(item.event, item.position) for item in items])
-        write_tracking(tx, self.name, partition, last_position)
+        """Apply ``items`` and advance the position to ``last_position`` in ``tx``.
+
+        The position is taken first (read and locked): several processes applying one
+        projection (``serve`` processes sharing a database) take turns, and each lock
+        their positions before any row, so none holds rows while it waits for a
+        position another holds (a deadlock with :func:`process_together`, which locks
+        the positions of its projections first too).
+        """
+        stored = read_tracking(tx, self.name, partition, lock=True)
+        if stored is not None and stored >= last_position:
+            raise AlreadyProcessedError(f"{self.name} already processed position {last_position}")
+        self.apply_in(tx, items, last_position, stored, partition)
 
     def apply_in(
-        self, tx: Tx, items: Sequence[FeedItem], last_position: int, stored: int | None
+        self,
+        tx: Tx,
+        items: Sequence[FeedItem],
+        last_position: int,
+        stored: int | None,
+        partition: int = LOG_PARTITION,
     ) -> None:
-        """Apply ``items`` and move the log position to ``last_position`` in ``tx``, where
-        the position was read (and locked) as ``stored``, below it, earlier in ``tx``."""
-        if stored is None:
-            self.apply(tx, items, last_position)
+        """Apply ``items`` and move the position to ``last_position`` in ``tx``, where the
+        position was read (and locked) as ``stored``, below it, earlier in ``tx``. Items
+        at or below ``stored`` are left out: another process applied them after this one
+        last saw the position (its view of the log starts from what it saw)."""
+        if stored is None:  # the first position: a racing first one refuses this
+            self.projection.apply_all(tx, [(item.event, item.position) for item in items])
+            write_tracking(tx, self.name, partition, last_position)
             return
-        self.projection.apply_all(tx, [(item.event, item.position) for item in items])
+        self.projection.apply_all(
+            tx, [(item.event, item.position) for item in items if item.position > stored]
+        )
         tx.execute(
             "UPDATE cc_tracking SET position = ? WHERE consumer = ? AND partition = ?",
-            (last_position, self.name, LOG_PARTITION),
+            (last_position, self.name, partition),
         )
 
     def committed(self, position: int, partition: int = LOG_PARTITION) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID, uuid4
@@ -297,3 +299,85 @@ def test_read_model_commits_do_not_wait_for_the_disk_but_other_commits_do(
     assert CommitModeProjection.seen == ["off (session)", "off (session)"]
     with runtime.readdb.transaction() as tx:  # the vault's, the audit log's: as configured
         assert not _commit_mode(tx).endswith("(session)")
+
+
+def _counted_items(runtime: Runtime, consumer: ProjectionConsumer, since: int) -> list[FeedItem]:
+    return [FeedItem(p, e) for p, e in _recorded(runtime, since) if consumer.interested_in(type(e))]
+
+
+def test_a_stretch_another_process_partly_applied_is_applied_only_past_its_position(
+    runtime: Runtime, counting: ProjectionConsumer
+) -> None:
+    """Two `serve` processes on one database each keep the positions they last saw; one
+    publishing after the other wrote reads the stretch from its own stale position."""
+    tenant, _ = runtime.app.register_tenant("Acme")
+    start = runtime.app.recorder.max_notification_id() or 0
+    with runtime.readdb.transaction() as tx:
+        write_tracking(tx, counting.name, LOG_PARTITION, start)
+    receive_many(runtime, tenant, 3)
+    items = _counted_items(runtime, counting, start)
+    last = items[-1].position
+    # the other process applies the first two messages
+    counting.process(items[:2], items[1].position)
+    assert count(runtime) == 2
+    # this one publishes the whole stretch, as a write of its own follows it
+    outcome = process_together(runtime.readdb, [(counting, items)], last)
+    assert outcome == {"counting": None}
+    assert count(runtime) == 3
+    assert counting.position() == last
+
+    # the same in a projection's own transaction (a catch-up, or a shared one's retry)
+    receive_many(runtime, tenant, 2)
+    more = _counted_items(runtime, counting, last)
+    counting.process(more[:1], more[0].position)
+    counting.process(more, more[-1].position)
+    assert count(runtime) == 5
+    assert counting.position() == more[-1].position
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # SQLite: no row locks
+def test_a_projection_waits_for_its_position_before_it_writes_a_row(
+    runtime: Runtime, counting: ProjectionConsumer
+) -> None:
+    """Another process's shared transaction locks the positions first and the rows after:
+    a batch that wrote rows before waiting for the position it holds would deadlock it.
+    (SQLite's write transaction excludes other writers from its start.)"""
+    tenant, _ = runtime.app.register_tenant("Acme")
+    receive_many(runtime, tenant, 1)
+    runtime.feed.catch_up(counting)  # the row to count in, and the position, exist
+    receive_many(runtime, tenant, 1)
+    position = counting.position()
+    assert position is not None
+    items = _counted_items(runtime, counting, position)
+    applied = threading.Event()
+    outcome: list[Exception] = []
+
+    def apply() -> None:
+        try:
+            counting.process(items, items[-1].position)
+        except Exception as error:
+            outcome.append(error)
+        applied.set()
+
+    with runtime.readdb.transaction() as other:  # the other process, positions locked
+        other.execute(
+            "SELECT position FROM cc_tracking WHERE consumer = ? FOR UPDATE", (counting.name,)
+        )
+        other.fetchall()
+        worker = threading.Thread(target=apply)
+        worker.start()
+        time.sleep(0.5)  # the batch is waiting for the position by now
+        assert not applied.is_set()
+        # the other process's rows: free, since the waiting batch has written none yet
+        other.execute("SET LOCAL lock_timeout = '2s'")
+        other.execute("UPDATE rm_test_counts SET n = n + 10 WHERE id = 1")
+        other.execute(
+            "UPDATE cc_tracking SET position = ? WHERE consumer = ?",
+            (items[-1].position, counting.name),
+        )
+    worker.join(timeout=10)
+    # the other process applied the message; the waiting batch then found nothing left
+    assert applied.is_set()
+    assert [type(e) for e in outcome] == [AlreadyProcessedError]
+    assert count(runtime) == 11
+    assert counting.position() == items[-1].position
