@@ -381,3 +381,37 @@ def test_a_projection_waits_for_its_position_before_it_writes_a_row(
     assert [type(e) for e in outcome] == [AlreadyProcessedError]
     assert count(runtime) == 11
     assert counting.position() == items[-1].position
+
+
+def test_two_processes_writing_one_store_by_turns_keep_the_inbox_exact(
+    runtime: Runtime, settings: Settings
+) -> None:
+    """Each applies its writes to the read models as it makes them, and the other's in
+    between from the log: every message counted once, as a rebuild counts them."""
+    other = build(settings)
+    try:
+        tenant, _ = runtime.app.register_tenant("Acme")
+        for i in range(6):
+            writer = runtime if i % 2 == 0 else other
+            writer.app.receive(
+                Interaction(
+                    tenant_id=tenant,
+                    channel=Channel.WEBCHAT,
+                    direction=Direction.INBOUND,
+                    provider="webchat",
+                    provider_message_id=f"m{i}",
+                    sender=Identity(IdentityKind.VISITOR, "v-1"),
+                    body=f"message {i}",
+                    occurred_at=datetime.now(UTC),
+                )
+            )
+        with runtime.readdb.read() as tx:
+            (conversation,) = inbox.list_conversations(tx, str(tenant))
+        assert conversation["message_count"] == 6
+        before = _dump(runtime)
+        consumer = runtime.consumer("inbox")
+        runtime.feed.reset(consumer)
+        runtime.feed.catch_up(consumer)
+        assert _dump(runtime) == before
+    finally:
+        other.close()
