@@ -218,13 +218,13 @@ class ProjectionConsumer:
         position was read (and locked) as ``stored``, below it, earlier in ``tx``. Items
         at or below ``stored`` are left out: another process applied them after this one
         last saw the position (its view of the log starts from what it saw)."""
+        floor = -1 if stored is None else stored
+        self.projection.apply_all(
+            tx, [(item.event, item.position) for item in items if item.position > floor]
+        )
         if stored is None:  # the first position: a racing first one refuses this
-            self.projection.apply_all(tx, [(item.event, item.position) for item in items])
             write_tracking(tx, self.name, partition, last_position)
             return
-        self.projection.apply_all(
-            tx, [(item.event, item.position) for item in items if item.position > stored]
-        )
         tx.execute(
             "UPDATE cc_tracking SET position = ? WHERE consumer = ? AND partition = ?",
             (last_position, self.name, partition),
