@@ -62,7 +62,8 @@ def count(runtime: Runtime) -> int:
     return 0 if row is None else int(row[0])
 
 
-def receive_many(runtime: Runtime, tenant: UUID, n: int) -> None:
+def receive_many(runtime: Runtime, tenant: UUID, n: int, visitor: str | None = None) -> None:
+    """``n`` webchat messages from three visitors in turn, or all from ``visitor``."""
     for i in range(n):
         runtime.app.receive(
             Interaction(
@@ -71,7 +72,7 @@ def receive_many(runtime: Runtime, tenant: UUID, n: int) -> None:
                 direction=Direction.INBOUND,
                 provider="webchat",
                 provider_message_id=str(uuid4()),
-                sender=Identity(IdentityKind.VISITOR, f"v-{i % 3}"),
+                sender=Identity(IdentityKind.VISITOR, visitor or f"v-{i % 3}"),
                 body=f"message {i}",
                 occurred_at=datetime.now(UTC),
             )
@@ -392,19 +393,7 @@ def test_two_processes_writing_one_store_by_turns_keep_the_inbox_exact(
     try:
         tenant, _ = runtime.app.register_tenant("Acme")
         for i in range(6):
-            writer = runtime if i % 2 == 0 else other
-            writer.app.receive(
-                Interaction(
-                    tenant_id=tenant,
-                    channel=Channel.WEBCHAT,
-                    direction=Direction.INBOUND,
-                    provider="webchat",
-                    provider_message_id=f"m{i}",
-                    sender=Identity(IdentityKind.VISITOR, "v-1"),
-                    body=f"message {i}",
-                    occurred_at=datetime.now(UTC),
-                )
-            )
+            receive_many(runtime if i % 2 == 0 else other, tenant, 1, visitor="v-1")
         with runtime.readdb.read() as tx:
             (conversation,) = inbox.list_conversations(tx, str(tenant))
         assert conversation["message_count"] == 6
