@@ -14,8 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ from pathlib import Path
 from infra.config import Settings
 from infra.runtime import build
 from infra.scheduler import TickerRunner
+from infra.supervise import SupervisedChild
 
 log = logging.getLogger(__name__)
 
@@ -63,55 +62,8 @@ def run_dispatcher(settings: Settings, parent: int | None) -> None:
         runtime.close()
 
 
-class DispatcherProcess:
+class DispatcherProcess(SupervisedChild):
     """Keeps a ``contact-centre webhooks dispatch`` child running beside ``serve``."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self._child: subprocess.Popen[bytes] | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        command = [
-            sys.executable,
-            "-m",
-            "infra.cli",
-            "webhooks",
-            "dispatch",
-            "--data-dir",
-            str(self.data_dir),
-            "--parent",
-            str(os.getpid()),
-        ]
-        return subprocess.Popen(command, stdin=subprocess.DEVNULL)
-
-    def start(self) -> None:
-        self._child = self._spawn()
-        self._thread = threading.Thread(target=self._watch, name="webhook-dispatcher", daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
-        backoff = 1.0
-        while not self._stop.wait(0.5):
-            child = self._child
-            if child is None or child.poll() is None:
-                continue
-            log.error("the webhook dispatcher exited (%s); restarting", child.returncode)
-            if self._stop.wait(backoff):
-                return
-            backoff = min(backoff * 2, 30.0)
-            self._child = self._spawn()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        child = self._child
-        if child is not None and child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(timeout=5)
+        super().__init__("webhook dispatcher", ["webhooks", "dispatch"], data_dir)
