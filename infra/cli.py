@@ -24,7 +24,8 @@ from infra.runtime import build, freeze_startup_heap
 from projections import retention as ledger
 
 if TYPE_CHECKING:
-    from infra.dispatch_process import DispatcherProcess
+    from infra.runtime import Runtime
+    from infra.supervise import SupervisedChild
 from projections.base import from_micros
 
 EPILOG = """\
@@ -65,6 +66,9 @@ configuration (environment variables):
   CC_WEBHOOK_DISPATCHER where serve sends webhooks: process (default: a child process,
                         `contact-centre webhooks dispatch`), inline (a thread) or off
   CC_IMPORT_MAX_LINES   lines of one NDJSON contact import (default 100000)
+  CC_PROJECTIONS        where embedded serve applies events to the read models: process
+                        (default: a child process, `contact-centre projections follow`)
+                        or inline (threads of serve); PostgreSQL: always inline
 
 scaled mode (with CC_DATABASE_URL; see docs/scaled.md):
   CC_KAFKA_BOOTSTRAP    host:port[,host:port] of Kafka; serve then runs no projections and
@@ -78,8 +82,10 @@ scaled mode (with CC_DATABASE_URL; see docs/scaled.md):
 
 def _settings(args: argparse.Namespace, *, serving: bool = False) -> Settings:
     settings = Settings.from_env()
-    if not serving:  # a command that runs and exits: not worth faulting its caches in first
-        settings = replace(settings, reserve_cache_mib=0)
+    if not serving:
+        # a command that runs and exits: not worth faulting its caches in first, and it
+        # applies its own writes to the read models (the settle before it prints)
+        settings = replace(settings, reserve_cache_mib=0, projections="inline")
     if getattr(args, "data_dir", None):
         settings = replace(settings, data_dir=Path(args.data_dir))
     if getattr(args, "host", None):
@@ -111,27 +117,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
         mode = "PostgreSQL" if settings.is_scaled else f"SQLite in {settings.data_dir}"
         if settings.uses_kafka:
             mode += ", projections in Kafka workers"
+        elif runtime.projections_elsewhere:
+            mode += ", read models in a projector process"
         print(f"contact-centre serving on {base} ({mode}); Ctrl-C to stop", file=sys.stderr)
 
-    dispatcher = _dispatcher_process(settings)
+    children = _start_children(runtime)
     try:
         asyncio.run(serve_until_stopped(app, settings.host, settings.port, after_start=announce))
     finally:
-        if dispatcher is not None:
-            dispatcher.stop()
+        for child in children:
+            child.stop()
         runtime.close()
     return 0
 
 
-def _dispatcher_process(settings: Settings) -> DispatcherProcess | None:
-    """The webhook dispatcher beside serve (CC_WEBHOOK_DISPATCHER=process, the default)."""
-    if settings.webhook_dispatcher != "process":
-        return None
+def _start_children(runtime: Runtime) -> list[SupervisedChild]:
+    """The processes serve keeps beside it: the read models' projector
+    (CC_PROJECTIONS=process, the embedded default) and the webhook dispatcher
+    (CC_WEBHOOK_DISPATCHER=process, the default)."""
     from infra.dispatch_process import DispatcherProcess
+    from infra.projector_process import ProjectorProcess
 
-    process = DispatcherProcess(settings.data_dir)
-    process.start()
-    return process
+    children: list[SupervisedChild] = []
+    if runtime.projections_elsewhere:
+        children.append(ProjectorProcess(runtime))
+    if runtime.settings.webhook_dispatcher == "process":
+        children.append(DispatcherProcess(runtime.settings.data_dir))
+    for child in children:
+        child.start()
+    return children
+
+
+def cmd_projections_follow(args: argparse.Namespace) -> int:
+    from infra.projector_process import run_projector
+
+    settings = _settings(args)
+    _configure_logging(settings)
+    run_projector(settings, args.parent)
+    return 0
 
 
 def cmd_webhooks_dispatch(args: argparse.Namespace) -> int:
@@ -148,7 +171,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from infra.http.app import create_app
     from infra.server import serve_until_stopped
 
-    settings = _settings(args)
+    settings = _settings(args, serving=True)
     if not args.data_dir and not settings.is_scaled:
         settings = replace(settings, data_dir=settings.data_dir / "demo")
     _configure_logging(settings)
@@ -179,7 +202,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if stop is not None:
             stop.set()
 
-    dispatcher = _dispatcher_process(settings)
+    children = _start_children(runtime)
     try:
         asyncio.run(
             serve_until_stopped(
@@ -187,8 +210,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
         )
     finally:
-        if dispatcher is not None:
-            dispatcher.stop()
+        for child in children:
+            child.stop()
         runtime.close()
     return 0
 
@@ -541,21 +564,35 @@ def parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--data-dir")
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
     rebuild.set_defaults(handler=cmd_projections_rebuild)
+    _child_command(
+        projection_commands,
+        "follow",
+        "apply the event log to the read models as it grows, reporting progress on "
+        "stdout (embedded serve starts this itself unless CC_PROJECTIONS is inline)",
+        cmd_projections_follow,
+    )
 
     webhooks = commands.add_parser("webhooks", help="outbound webhooks")
     webhook_commands = webhooks.add_subparsers(dest="webhooks_command", required=True)
-    dispatch = webhook_commands.add_parser(
+    _child_command(
+        webhook_commands,
         "dispatch",
-        help="send due webhook deliveries (serve starts this itself unless "
+        "send due webhook deliveries (serve starts this itself unless "
         "CC_WEBHOOK_DISPATCHER is inline or off)",
+        cmd_webhooks_dispatch,
     )
-    dispatch.add_argument("--data-dir", help="embedded data directory (default CC_DATA_DIR)")
-    dispatch.add_argument(
-        "--parent", type=int, help="stop when the process with this pid is gone (serve's)"
-    )
-    dispatch.set_defaults(handler=cmd_webhooks_dispatch)
     add_worker_commands(commands)
     return root
+
+
+def _child_command(commands: Any, name: str, text: str, handler: Any) -> None:
+    """A command serve also runs as a child of its own (``--parent``: serve's pid)."""
+    command = commands.add_parser(name, help=text)
+    command.add_argument("--data-dir", help="embedded data directory (default CC_DATA_DIR)")
+    command.add_argument(
+        "--parent", type=int, help="stop when the process with this pid is gone (serve's)"
+    )
+    command.set_defaults(handler=handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -52,6 +52,12 @@ def _optional_port(env: Mapping[str, str], name: str) -> int | None:
     return port
 
 
+def _projections(raw: str) -> str:
+    if raw not in ("inline", "process"):
+        raise ConfigError("CC_PROJECTIONS must be inline or process")
+    return raw
+
+
 def _dispatcher(raw: str) -> str:
     if raw not in ("inline", "process", "off"):
         raise ConfigError("CC_WEBHOOK_DISPATCHER must be inline, process or off")
@@ -130,6 +136,11 @@ class Settings:
     # is "process"; a Settings built in code (tests) dispatches inline.
     webhook_dispatcher: str = "inline"
     import_max_lines: int = 100_000  # lines of one NDJSON contact import
+    # where embedded serve applies events to the read models: "inline" (its own threads)
+    # or "process" (serve starts `contact-centre projections follow` beside it and waits
+    # on its reports). The environment's default is "process"; a Settings built in code
+    # (tests), commands other than serve and demo, and PostgreSQL apply them inline.
+    projections: str = "inline"
 
     @property
     def is_scaled(self) -> bool:
@@ -200,6 +211,7 @@ class Settings:
             webhook_concurrency=_int(env, "CC_WEBHOOK_CONCURRENCY", 64, minimum=1),
             webhook_dispatcher=_dispatcher(env.get("CC_WEBHOOK_DISPATCHER") or "process"),
             import_max_lines=_int(env, "CC_IMPORT_MAX_LINES", 100_000, minimum=1),
+            projections=_projections(env.get("CC_PROJECTIONS") or "process"),
         )
 
 

@@ -476,6 +476,8 @@ class InProcessFeed:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self.errors: dict[str, str] = {}
+        # told of every publish, before it is applied here (the projector process's wake-up)
+        self.watchers: list[Callable[[], None]] = []
 
     # A rebuild reads and commits in bigger batches than live catching up: fewer commits,
     # and nobody waits on its positions.
@@ -520,6 +522,8 @@ class InProcessFeed:
         """
         if not recorded:
             return
+        for watcher in self.watchers:
+            watcher()
         first, last = recorded[0][0], recorded[-1][0]
         types = {type(e) for _, e in recorded}  # a few: each consumer asks of these only
         held: dict[str, int] = {}  # consumer → its position

@@ -184,6 +184,8 @@ class Runtime:
     live: LiveHub = field(default_factory=LiveHub)  # agents' and supervisors' sockets
     webhooks: WebhookServices | None = None
     checkpointer: WalCheckpointer | None = None  # embedded: WAL checkpoints off the write path
+    # the read models are applied by the projector process beside serve, not by this feed
+    projections_elsewhere: bool = False
     _closers: list[Any] = field(default_factory=list)
     started: bool = False
 
@@ -395,8 +397,13 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         for p in all_projections(vault, webhook_log_days=settings.webhook_log_days)
     ]
     log_order = {p.name for p in log_order_projections()}
+    # embedded serve with CC_PROJECTIONS=process: the projector process applies them
+    # (infra/projector_process.py) and this feed's progress follows its reports
+    elsewhere = settings.projections == "process" and not settings.is_scaled
     for consumer in consumers:
         consumer.setup()
+        if elsewhere:
+            continue
         if not settings.uses_kafka or consumer.name in log_order:
             feed.add(consumer)
     schema_setup.close()
@@ -437,6 +444,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         make_app=make_app,
         audit=audit,
         privacy=privacy,
+        projections_elsewhere=elsewhere,
         _closers=closers,
     )
     if wal_files:

@@ -1,0 +1,205 @@
+"""The embedded read models, kept up to date by a process of their own.
+
+Applying each write to the eleven read models cost ``serve`` more than half of its CPU
+time under the ingest benchmark (about 0.5 ms of 0.9 ms an interaction, all of it under
+one interpreter lock). With ``CC_PROJECTIONS=process`` (the default of ``serve`` on
+SQLite) ``serve`` only records events; ``contact-centre projections follow`` runs beside
+it, reads the event log and applies it to the read models, with the same projection
+code, tracking positions and transactions as the in-process feed.
+
+The two talk over the child's stdin and stdout:
+
+- ``serve`` writes a byte to the child's stdin after every commit (a wake-up; the child
+  also looks at the log twice a second for writes of other processes, such as the CLI);
+- the child writes ``NAME POSITION`` lines to its stdout whenever a read model has
+  applied the log up to POSITION, and ``!NAME ERROR`` / ``!NAME -`` when a read model
+  starts or stops failing. ``serve`` advances its feed's progress from them, which is
+  what read-your-writes waits on (``CC_PROJECTION_WAIT_MS``) and ``/ready`` reports.
+
+The child stops when its stdin closes (``serve`` is gone), on SIGTERM, or when its
+parent changes; ``serve`` starts it again if it exits (:class:`SupervisedChild`).
+Positions are durable in the read-model database, so a restarted child neither skips
+nor repeats an event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import subprocess
+import threading
+from collections.abc import Callable
+from typing import IO
+
+from infra.config import Settings
+from infra.feed import InProcessFeed, Progress
+from infra.runtime import Runtime, build, freeze_startup_heap
+from infra.supervise import SupervisedChild
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.5  # the child reads the log at least this often without a wake-up
+READ_BATCH = 2_000  # notifications read and applied in one transaction, at most
+THREAD_POLL_SECONDS = 5.0  # a read model that fell behind or failed catches up on its own
+
+
+class ReportingProgress(Progress):
+    """The child's progress, each advance also written to ``out`` as ``NAME POSITION``."""
+
+    def __init__(self, out: int) -> None:
+        super().__init__()
+        self._out = out
+        self._sent: dict[str, int] = {}
+        self._write = threading.Lock()
+
+    def advance(self, consumer: str, position: int) -> None:
+        super().advance(consumer, position)
+        self.send_if_new(consumer, position)
+
+    def send_if_new(self, consumer: str, position: int) -> None:
+        with self._write:
+            if self._sent.get(consumer, -1) >= position:
+                return
+            self._sent[consumer] = position
+            os.write(self._out, f"{consumer} {position}\n".encode())
+
+    def send_errors(self, errors: dict[str, str], sent: dict[str, str]) -> None:
+        """Report read models that started or stopped failing since ``sent``."""
+        lines = [f"!{name} {error}" for name, error in errors.items() if sent.get(name) != error]
+        lines += [f"!{name} -" for name in sent if name not in errors]
+        if lines:
+            with self._write:
+                os.write(self._out, ("\n".join(lines) + "\n").encode())
+        sent.clear()
+        sent.update(errors)
+
+
+def run_projector(settings: Settings, parent: int | None) -> None:
+    """Apply the log to the read models until stdin closes, SIGTERM, or ``parent`` goes."""
+    out = os.dup(1)  # the reports; anything else printed goes to stderr, not into them
+    os.dup2(2, 1)
+    runtime = build(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    progress = ReportingProgress(out)
+    app = runtime.app
+    feed = InProcessFeed(app.recorder, app.mapper, poll_interval=THREAD_POLL_SECONDS)
+    feed.progress = progress
+    for consumer in runtime.consumers:
+        feed.add(consumer)
+    freeze_startup_heap()
+    try:
+        _follow(runtime, feed, progress, stop, parent)
+    finally:
+        feed.stop()
+        runtime.close()
+        os.close(out)
+
+
+def _follow(
+    runtime: Runtime,
+    feed: InProcessFeed,
+    progress: ReportingProgress,
+    stop: threading.Event,
+    parent: int | None,
+) -> None:
+    recorder, mapper = runtime.app.recorder, runtime.app.mapper
+    position = min((consumer.position() or 0) for consumer in runtime.consumers)
+    for consumer in runtime.consumers:  # where each stands, before anything moves
+        progress.send_if_new(consumer.name, consumer.position() or 0)
+    # their own threads take over a read model far behind or one that failed
+    feed.start()
+    log.info("projector following the log from %d (parent %s)", position, parent)
+    errors: dict[str, str] = {}
+    while not stop.is_set():
+        notifications = recorder.select_notifications(
+            start=position, limit=READ_BATCH, inclusive_of_start=False
+        )
+        if notifications:
+            runtime.vault.refresh()  # keys destroyed by serve since the last batch
+            feed.publish([(n.id, mapper.to_domain_event(n)) for n in notifications])
+            position = notifications[-1].id
+            progress.send_errors(feed.errors, errors)
+            continue
+        progress.send_errors(feed.errors, errors)
+        if not _wait_for_wake(POLL_SECONDS):
+            log.info("serve closed the projector's stdin: stopping")
+            return
+        if parent is not None and os.getppid() != parent:
+            log.warning("serve (pid %s) is gone: the projector stops", parent)
+            return
+
+
+def _wait_for_wake(timeout: float) -> bool:
+    """Wait until serve writes to stdin (or ``timeout``) and take what it wrote; False when
+    stdin is closed."""
+    readable, _, _ = select.select([0], [], [], timeout)
+    if not readable:
+        return True
+    return bool(os.read(0, 65_536))
+
+
+class ProjectorProcess(SupervisedChild):
+    """Keeps ``contact-centre projections follow`` running beside ``serve``: wakes it after
+    every commit and advances ``serve``'s feed progress from its reports."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__(
+            "projector",
+            ["projections", "follow"],
+            runtime.settings.data_dir,
+            piped=True,
+            on_spawn=self._attach,
+        )
+        self.runtime = runtime
+        self._wake_fd: int | None = None
+        runtime.feed.watchers.append(self.notify)
+
+    def _attach(self, child: subprocess.Popen[bytes]) -> None:
+        assert child.stdin is not None
+        assert child.stdout is not None
+        fd = child.stdin.fileno()
+        os.set_blocking(fd, False)  # a wake-up never holds up a commit
+        self._wake_fd = fd
+        reader = threading.Thread(
+            target=_read_reports,
+            args=(child.stdout, self.runtime),
+            name="projector-reports",
+            daemon=True,
+        )
+        reader.start()
+
+    def notify(self) -> None:
+        fd = self._wake_fd
+        if fd is None:
+            return
+        # full pipe: the child has wake-ups waiting already; closed: it is being restarted
+        with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
+            os.write(fd, b"\n")
+
+    def stop(self) -> None:
+        self._wake_fd = None
+        super().stop()
+
+
+def _read_reports(stream: IO[bytes], runtime: Runtime) -> None:
+    advance: Callable[[str, int], None] = runtime.feed.progress.advance
+    errors = runtime.feed.errors
+    for raw in stream:
+        line = raw.decode(errors="replace").strip()
+        try:
+            if line.startswith("!"):
+                name, error = line[1:].split(" ", 1)
+                if error == "-":
+                    errors.pop(name, None)
+                else:
+                    errors[name] = error
+            else:
+                name, position = line.split(" ", 1)
+                advance(name, int(position))
+        except ValueError:
+            log.warning("the projector wrote an unreadable report line (%d bytes)", len(line))
