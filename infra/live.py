@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -62,18 +62,19 @@ class Connection:
     tenant_id: UUID
     agent_id: UUID | None  # None: a supervisor's (or admin's) socket
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[dict[str, Any] | None] = field(
+    # (the routing feed's position when it was made, message); None: closing
+    queue: asyncio.Queue[tuple[int, dict[str, Any]] | None] = field(
         default_factory=lambda: asyncio.Queue(maxsize=1000)
     )
     dropped: bool = False
 
-    def send(self, messages: list[dict[str, Any]]) -> None:
-        self.loop.call_soon_threadsafe(self._put, messages)
+    def send(self, messages: list[dict[str, Any]], position: int) -> None:
+        self.loop.call_soon_threadsafe(self._put, messages, position)
 
-    def _put(self, messages: list[dict[str, Any]]) -> None:
+    def _put(self, messages: list[dict[str, Any]], position: int) -> None:
         for message in messages:
             try:
-                self.queue.put_nowait(message)
+                self.queue.put_nowait((position, message))
             except asyncio.QueueFull:
                 # a client that does not read: close it rather than buffer without end
                 self.dropped = True
@@ -87,6 +88,9 @@ class LiveHub:
     def __init__(self) -> None:
         self._connections: set[Connection] = set()
         self.pushed = 0
+        # where the routing feed has got in the log: each push is stamped with it, so a
+        # socket can hold it until the read models show as much (the projector process)
+        self.position: Callable[[], int] = lambda: 0
 
     @property
     def connections(self) -> int:
@@ -130,6 +134,7 @@ class LiveHub:
         state.changed_queues.clear()
         if not self._connections:
             return
+        at = self.position()
         supervisor: dict[UUID, list[dict[str, Any]]] = {}
         for queue_id in changed_queues:
             queue = state.queues.get(queue_id)
@@ -159,7 +164,7 @@ class LiveHub:
                 messages = self._for_agent(connection, events, state)
             if messages:
                 self.pushed += len(messages)
-                connection.send(messages)
+                connection.send(messages, at)
 
     def _for_agent(
         self, connection: Connection, events: Sequence[Any], state: RoutingState

@@ -463,6 +463,7 @@ def install_routing(runtime: Runtime) -> None:
     """The routing state (rebuilt from the whole log in every process) and the router."""
     routing = RoutingFeed()
     routing.listeners.append(runtime.live.on_events)
+    runtime.live.position = lambda: routing.position() or 0
     runtime.feed.add(routing)
     runtime.routing = routing
     runtime.router = Router(runtime.make_app(), routing)

@@ -245,7 +245,8 @@ async def _socket(request: web.Request, principal: Principal, agent: bool) -> we
             hello = rt.live.supervisor_hello(feed.state, principal.tenant_id)
         rt.live.add(connection)
     reader = asyncio.create_task(_drain(ws))
-    getter: asyncio.Task[dict[str, Any] | None] | None = None
+    wait = rt.settings.projection_wait_ms / 1000
+    getter: asyncio.Task[tuple[int, dict[str, Any]] | None] | None = None
     try:
         await ws.send_json(hello)
         while not ws.closed:
@@ -253,10 +254,15 @@ async def _socket(request: web.Request, principal: Principal, agent: bool) -> we
             done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
             if getter not in done:
                 break
-            message = getter.result()
-            if message is None:  # the client fell too far behind
+            item = getter.result()
+            if item is None:  # the client fell too far behind
                 await ws.close(code=1013, message=b"too slow")
                 break
+            position, message = item
+            if rt.projections_elsewhere:
+                # a client reads the conversation it was told of: hold the push (bounded)
+                # until the projector has shown the inbox as much of the log
+                await rt.feed.progress.wait("inbox", position, wait)
             await ws.send_json(message)
     finally:
         rt.live.remove(connection)

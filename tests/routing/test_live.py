@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestClient
 
+from infra.feed import Progress
 from infra.runtime import Runtime
-from tests.helpers import Api, unique_phone
+from tests.helpers import Api, unique_phone, until
 
 
 async def _until(ws: aiohttp.ClientWebSocketResponse, kind: str, **match: Any) -> dict[str, Any]:
@@ -25,13 +28,18 @@ def _ws(client: TestClient[Any, Any], path: str, token: str) -> Any:
     return client.ws_connect(path, headers={"Authorization": f"Bearer {token}"})
 
 
-async def test_agents_and_supervisors_see_offers_and_live_state(
-    api: Api, client: TestClient[Any, Any], runtime: Runtime
-) -> None:
+async def _texts_queue_and_agent(api: Api) -> tuple[dict[str, Any], str, Api]:
+    """A queue for SMS, an agent in it, and an API client holding the agent's token."""
     _, queue = await api.post("/v1/queues", {"name": "Texts", "channels": ["sms"]})
     _, agent = await api.post("/v1/agents", {"name": "Ann Agent"})
     agent_id = agent["agent_id"]
-    agent_api = api.as_token(await api.issue_token("agent", agent_id=agent_id))
+    return queue, agent_id, api.as_token(await api.issue_token("agent", agent_id=agent_id))
+
+
+async def test_agents_and_supervisors_see_offers_and_live_state(
+    api: Api, client: TestClient[Any, Any], runtime: Runtime
+) -> None:
+    queue, agent_id, agent_api = await _texts_queue_and_agent(api)
     supervisor = await api.issue_token("supervisor")
     async with (
         _ws(client, "/v1/agent/ws", agent_api.token) as agent_ws,
@@ -143,3 +151,45 @@ async def _collect(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> list[
     except TimeoutError:
         pass
     return messages
+
+
+class _LaggingInbox(Progress):
+    """Progress whose inbox stands still until :meth:`catch_up`: a projector behind."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = True
+
+    def advance(self, consumer: str, position: int) -> None:
+        if consumer != "inbox" or not self.held:
+            super().advance(consumer, position)
+
+    def catch_up(self, position: int) -> None:
+        self.held = False
+        super().advance("inbox", position)
+
+
+async def test_a_push_waits_until_the_projector_shows_the_inbox_that_far(
+    api: Api, client: TestClient[Any, Any], runtime: Runtime
+) -> None:
+    queue, agent_id, agent_api = await _texts_queue_and_agent(api)
+    assert (await agent_api.post(f"/v1/agents/{agent_id}/login"))[0] == 200
+    # from here on the read models are a projector's, and its inbox lags
+    runtime.settings = replace(runtime.settings, projection_wait_ms=20_000)
+    runtime.projections_elsewhere = True
+    lagging = _LaggingInbox()
+    runtime.feed.progress = lagging
+    async with _ws(client, "/v1/agent/ws", agent_api.token) as agent_ws:
+        assert (await agent_ws.receive_json())["type"] == "hello"
+        customer = {"kind": "phone", "address": unique_phone(), "display_name": "Ann"}
+        before = runtime.live.pushed
+        ids = await api.receive(channel="sms", body="Where is my parcel?", sender=customer)
+        routing = runtime.routing
+        assert routing is not None
+        await until(lambda: runtime.live.pushed > before, "the offer to be queued")
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await agent_ws.receive_json()
+        lagging.catch_up(routing.position() or 0)
+        offer = await _until(agent_ws, "offer", conversation_id=ids["conversation_id"])
+        assert offer["queue_id"] == queue["queue_id"]
