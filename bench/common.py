@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,6 +38,13 @@ class Backend:
 def backend(name: str, postgres_url: str | None = None) -> Iterator[Backend]:
     """A fresh store: a temp SQLite data dir, or a new database on a durable PostgreSQL."""
     tmp = Path(tempfile.mkdtemp(prefix=f"cc-bench-{name}-"))
+    try:
+        yield from _backend(name, tmp, postgres_url)
+    finally:  # a run leaves no store behind (an ingest run's is ~700 MB)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _backend(name: str, tmp: Path, postgres_url: str | None) -> Iterator[Backend]:
     if name == "sqlite":
         yield Backend(name, {"CC_DATA_DIR": str(tmp / "data")}, tmp / "data", None)
         return
