@@ -68,7 +68,7 @@ configuration (environment variables):
   CC_IMPORT_MAX_LINES   lines of one NDJSON contact import (default 100000)
   CC_PROJECTIONS        where embedded serve applies events to the read models: process
                         (default: a child process, `contact-centre projections follow`)
-                        or inline (threads of serve); PostgreSQL: always inline
+                        or inline (threads of serve); with Kafka: the workers
 
 scaled mode (with CC_DATABASE_URL; see docs/scaled.md):
   CC_KAFKA_BOOTSTRAP    host:port[,host:port] of Kafka; serve then runs no projections and

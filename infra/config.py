@@ -139,7 +139,8 @@ class Settings:
     # where embedded serve applies events to the read models: "inline" (its own threads)
     # or "process" (serve starts `contact-centre projections follow` beside it and waits
     # on its reports). The environment's default is "process"; a Settings built in code
-    # (tests), commands other than serve and demo, and PostgreSQL apply them inline.
+    # (tests) and commands other than serve and demo apply them inline; with Kafka the
+    # projection workers do.
     projections: str = "inline"
 
     @property

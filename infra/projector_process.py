@@ -2,8 +2,8 @@
 
 Applying each write to the eleven read models cost ``serve`` more than half of its CPU
 time under the ingest benchmark (about 0.5 ms of 0.9 ms an interaction, all of it under
-one interpreter lock). With ``CC_PROJECTIONS=process`` (the default of ``serve`` on
-SQLite) ``serve`` only records events; ``contact-centre projections follow`` runs beside
+one interpreter lock). With ``CC_PROJECTIONS=process`` (the default of ``serve``
+without Kafka) ``serve`` only records events; ``contact-centre projections follow`` runs beside
 it, reads the event log and applies it to the read models, with the same projection
 code, tracking positions and transactions as the in-process feed.
 

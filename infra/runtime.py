@@ -397,9 +397,9 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         for p in all_projections(vault, webhook_log_days=settings.webhook_log_days)
     ]
     log_order = {p.name for p in log_order_projections()}
-    # embedded serve with CC_PROJECTIONS=process: the projector process applies them
+    # serve without Kafka, CC_PROJECTIONS=process: the projector process applies them
     # (infra/projector_process.py) and this feed's progress follows its reports
-    elsewhere = settings.projections == "process" and not settings.is_scaled
+    elsewhere = settings.projections == "process" and not settings.uses_kafka
     for consumer in consumers:
         consumer.setup()
         if elsewhere:
