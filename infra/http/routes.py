@@ -89,9 +89,9 @@ async def ready(request: web.Request) -> web.Response:
     rt = _rt(request)
 
     def check() -> dict[str, Any]:
-        latest = rt.app.recorder.max_notification_id() or 0
-        state: dict[str, Any] = {"latest": latest}
+        state: dict[str, Any] = {}
         if rt.settings.uses_kafka:
+            latest = state["latest"] = rt.app.recorder.max_notification_id() or 0
             # Scaled: positions per partition; a projection's position is its watermark.
             from infra.kafka.messages import events_topic
             from infra.kafka.relay import watermarks
@@ -111,6 +111,8 @@ async def ready(request: web.Request) -> web.Response:
             # its stored position says (it is written down every few thousand events)
             for c in rt.consumers:
                 positions[c.name] = max(positions.get(c.name, 0), rt.feed.progress.get(c.name))
+            # the head read after the positions: a lag is never reported short
+            state["latest"] = rt.app.recorder.max_notification_id() or 0
         rt.vault.refresh()
         state["positions"] = positions
         return state
