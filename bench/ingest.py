@@ -4,7 +4,9 @@ Prints interactions/s and p50/p99 latency, and, in the same run, the rate of the
 eventsourcing library saving one event per transaction on the same backend (baseline),
 and where the machine's CPU went meanwhile: each process group's share of the cores and
 the CPU time per interaction, with the rate at which the cores (or the one core of the
-``serve`` process, bound by the interpreter lock) would be fully busy.
+``serve`` process, bound by the interpreter lock) would be fully busy. The read models
+are applied apart from ingest (the projector process), so it also samples how far they
+trail the log during the load (``/ready``) and how soon after it they show all of it.
 
     ./dev bench ingest [--backend sqlite|postgres|both] [--clients 32] [--seconds 20]
 """
@@ -88,6 +90,10 @@ def make_interaction(i: int, senders: int) -> dict[str, Any]:
     }
 
 
+LAG_SAMPLE_SECONDS = 0.25
+CATCH_UP_LIMIT_SECONDS = 60.0
+
+
 async def load(base: str, token: str, clients: int, seconds: float, senders: int) -> dict[str, Any]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
@@ -107,9 +113,44 @@ async def load(base: str, token: str, clients: int, seconds: float, senders: int
                 latencies.append((time.perf_counter() - started) * 1000)
 
         started = time.perf_counter()
+        lags: list[int] = []
+        watcher = asyncio.create_task(watch_lag(session, base, lags))
         await asyncio.gather(*(client() for _ in range(clients)))
         elapsed = time.perf_counter() - started
-    return {"latencies": latencies, "statuses": statuses, "elapsed": elapsed}
+        watcher.cancel()
+        caught_up = await catch_up_time(session, base)
+    return {
+        "latencies": latencies,
+        "statuses": statuses,
+        "elapsed": elapsed,
+        "lags": lags,
+        "caught_up": caught_up,
+    }
+
+
+async def _behind(session: aiohttp.ClientSession, base: str) -> int:
+    """How many events the furthest-behind read model is short of the log (/ready)."""
+    async with session.get(f"{base}/ready") as response:
+        state = await response.json()
+    return max((p["lag"] for p in state["projections"].values()), default=0)
+
+
+async def watch_lag(session: aiohttp.ClientSession, base: str, lags: list[int]) -> None:
+    """Sample the read models' lag while the load runs: writes answered 201 are only
+    worth counting if the read models keep up with them."""
+    while True:
+        lags.append(await _behind(session, base))
+        await asyncio.sleep(LAG_SAMPLE_SECONDS)
+
+
+async def catch_up_time(session: aiohttp.ClientSession, base: str) -> float | None:
+    """Seconds from the end of the load until every read model shows the whole log."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < CATCH_UP_LIMIT_SECONDS:
+        if await _behind(session, base) == 0:
+            return time.perf_counter() - started
+        await asyncio.sleep(0.01)
+    return None
 
 
 def durable_count(b: Any, tenant_token: str) -> int:
@@ -158,6 +199,18 @@ def run(name: str, args: argparse.Namespace) -> None:
     print(
         f"durable: {in_store:,} messages in the event store for {created + 0:,} answered 201 "
         f"(after warm-up of the same run)"
+    )
+    lags = sorted(float(lag) for lag in result["lags"])
+    if lags:
+        print(
+            f"read models behind the log (sampled every {LAG_SAMPLE_SECONDS} s, events): "
+            f"p50 {percentile(lags, 50):,.0f}, p99 {percentile(lags, 99):,.0f}, "
+            f"max {lags[-1]:,.0f}"
+        )
+    caught = result["caught_up"]
+    print(
+        "read models showed the whole log "
+        + (f"{1000 * caught:,.0f} ms after the load" if caught is not None else "never (60 s)")
     )
     for line in meter.report(created, "interaction"):
         print(line)
