@@ -153,7 +153,7 @@ def cmd_projections_follow(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _configure_logging(settings)
-    run_projector(settings, args.parent)
+    run_projector(settings, args.parent, args.poll_seconds)
     return 0
 
 
@@ -564,12 +564,19 @@ def parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--data-dir")
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
     rebuild.set_defaults(handler=cmd_projections_rebuild)
-    _child_command(
+    follow = _child_command(
         projection_commands,
         "follow",
         "apply the event log to the read models as it grows, reporting progress on "
-        "stdout (embedded serve starts this itself unless CC_PROJECTIONS is inline)",
+        "stdout (serve starts this itself unless CC_PROJECTIONS is inline)",
         cmd_projections_follow,
+    )
+    follow.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=0.5,
+        help="read the log at least this often (default 0.5); beside serve (--parent) "
+        "it is also woken through stdin after every write, and stops when stdin closes",
     )
 
     webhooks = commands.add_parser("webhooks", help="outbound webhooks")
@@ -585,7 +592,7 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-def _child_command(commands: Any, name: str, text: str, handler: Any) -> None:
+def _child_command(commands: Any, name: str, text: str, handler: Any) -> Any:
     """A command serve also runs as a child of its own (``--parent``: serve's pid)."""
     command = commands.add_parser(name, help=text)
     command.add_argument("--data-dir", help="embedded data directory (default CC_DATA_DIR)")
@@ -593,6 +600,7 @@ def _child_command(commands: Any, name: str, text: str, handler: Any) -> None:
         "--parent", type=int, help="stop when the process with this pid is gone (serve's)"
     )
     command.set_defaults(handler=handler)
+    return command
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,8 @@ Sending thousands of signed HTTP requests a second is CPU work in the HTTP clien
 default (``CC_WEBHOOK_DISPATCHER=process``) ``serve`` therefore starts ``contact-centre
 webhooks dispatch`` beside it and restarts it if it dies; the child reads the webhook
 outbox from the read-model store, sends what is due and records its reports as events,
-which ``serve``'s feed applies to the outbox like any other event. With PostgreSQL the
+which it applies to the outbox itself as it records them (as every process applies what
+it writes; the read models' feed would take them from the log otherwise). With PostgreSQL the
 advisory lock (:mod:`infra.leader`) still keeps one dispatcher at a time.
 """
 
@@ -39,7 +40,7 @@ def run_dispatcher(settings: Settings, parent: int | None) -> None:
         assert runtime.webhooks is not None
         dispatcher = runtime.webhooks.dispatcher
         dispatcher.interval = min(dispatcher.interval, POLL_SECONDS)
-        dispatcher.report_wait = 0.0  # serve's feed applies reports; the guard covers it
+        dispatcher.report_wait = 0.0  # it applies its reports as it saves them; the guard: the rest
         # A dispatcher that died may have recorded reports serve's feed has not applied to
         # the outbox yet: start once the outbox shows the log as it is now (bounded), so
         # only an attempt cut off before its report is sent again (same webhook-id).

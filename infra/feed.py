@@ -391,6 +391,8 @@ class Progress:
         self._positions: dict[str, int] = {}
         self._lock = threading.Lock()
         self._waiters: list[tuple[str, int, asyncio.Future[None]]] = []
+        # told of every advance (name, position), in the advancing thread
+        self.listeners: list[Callable[[str, int], None]] = []
 
     def get(self, consumer: str) -> int:
         with self._lock:
@@ -407,8 +409,11 @@ class Progress:
             ready = [w for w in self._waiters if w[0] == consumer and w[1] <= position]
             self._waiters = [w for w in self._waiters if w not in ready]
         for _, _, future in ready:
-            loop = future.get_loop()
-            loop.call_soon_threadsafe(_resolve, future)
+            # a waiter whose loop has closed (serve stopping) has nobody left to tell
+            with contextlib.suppress(RuntimeError):
+                future.get_loop().call_soon_threadsafe(_resolve, future)
+        for listener in self.listeners:
+            listener(consumer, position)
 
     async def wait(self, consumer: str, position: int, timeout: float) -> bool:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -419,9 +424,11 @@ class Progress:
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
-            with self._lock:
-                self._waiters = [w for w in self._waiters if w[2] is not future]
             return False
+        finally:  # resolved, timed out or cancelled: no longer waiting
+            if not future.done():
+                with self._lock:
+                    self._waiters = [w for w in self._waiters if w[2] is not future]
         return True
 
 

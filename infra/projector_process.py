@@ -31,7 +31,6 @@ import select
 import signal
 import subprocess
 import threading
-from collections.abc import Callable
 from typing import IO
 
 from infra.config import Settings
@@ -43,17 +42,23 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5  # the child reads the log at least this often without a wake-up
 READ_BATCH = 2_000  # notifications read and applied in one transaction, at most
-THREAD_POLL_SECONDS = 5.0  # a read model that fell behind or failed catches up on its own
+# A read model far behind or failing is caught up by its own thread, which the feed wakes
+# when it sees one; the thread's own look at the log can be rare.
+THREAD_POLL_SECONDS = 60.0
 
 
 class ReportingProgress(Progress):
-    """The child's progress, each advance also written to ``out`` as ``NAME POSITION``."""
+    """The child's progress, each advance also written to ``out`` as ``NAME POSITION``.
+
+    ``closed`` turns true when ``out`` can no longer be written (serve is gone)."""
 
     def __init__(self, out: int) -> None:
         super().__init__()
         self._out = out
         self._sent: dict[str, int] = {}
+        self._errors: dict[str, str] = {}  # the failures last reported, by read model
         self._write = threading.Lock()
+        self.closed = False
 
     def advance(self, consumer: str, position: int) -> None:
         super().advance(consumer, position)
@@ -64,21 +69,31 @@ class ReportingProgress(Progress):
             if self._sent.get(consumer, -1) >= position:
                 return
             self._sent[consumer] = position
-            os.write(self._out, f"{consumer} {position}\n".encode())
+            self._send(f"{consumer} {position}\n")
 
-    def send_errors(self, errors: dict[str, str], sent: dict[str, str]) -> None:
-        """Report read models that started or stopped failing since ``sent``."""
-        lines = [f"!{name} {error}" for name, error in errors.items() if sent.get(name) != error]
-        lines += [f"!{name} -" for name in sent if name not in errors]
-        if lines:
-            with self._write:
-                os.write(self._out, ("\n".join(lines) + "\n").encode())
-        sent.clear()
-        sent.update(errors)
+    def send_errors(self, errors: dict[str, str]) -> None:
+        """Report read models that started or stopped failing since the last call
+        (``errors``: a copy of the feed's, which its threads change)."""
+        with self._write:
+            sent = self._errors
+            lines = [f"!{n} {e}\n" for n, e in errors.items() if sent.get(n) != e]
+            lines += [f"!{name} -\n" for name in sent if name not in errors]
+            if lines:
+                self._send("".join(lines))
+            self._errors = errors
+
+    def _send(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            os.write(self._out, text.encode())  # < PIPE_BUF: written whole or not at all
+        except BrokenPipeError:
+            self.closed = True
 
 
-def run_projector(settings: Settings, parent: int | None) -> None:
-    """Apply the log to the read models until stdin closes, SIGTERM, or ``parent`` goes."""
+def run_projector(settings: Settings, parent: int | None, poll_seconds: float) -> None:
+    """Apply the log to the read models until SIGTERM, or, beside serve (``parent``), until
+    stdin closes or ``parent`` goes. Alone it reads the log every ``poll_seconds``."""
     out = os.dup(1)  # the reports; anything else printed goes to stderr, not into them
     os.dup2(2, 1)
     runtime = build(settings)
@@ -93,7 +108,7 @@ def run_projector(settings: Settings, parent: int | None) -> None:
         feed.add(consumer)
     freeze_startup_heap()
     try:
-        _follow(runtime, feed, progress, stop, parent)
+        _follow(runtime, feed, progress, stop, parent, poll_seconds)
     finally:
         feed.stop()
         runtime.close()
@@ -106,16 +121,20 @@ def _follow(
     progress: ReportingProgress,
     stop: threading.Event,
     parent: int | None,
+    poll_seconds: float,
 ) -> None:
     recorder, mapper = runtime.app.recorder, runtime.app.mapper
-    position = min((consumer.position() or 0) for consumer in runtime.consumers)
-    for consumer in runtime.consumers:  # where each stands, before anything moves
-        progress.send_if_new(consumer.name, consumer.position() or 0)
+    positions = {consumer.name: consumer.position() or 0 for consumer in runtime.consumers}
+    for name, stored in positions.items():  # where each stands, before anything moves
+        progress.send_if_new(name, stored)
+    position = min(positions.values(), default=0)
     # their own threads take over a read model far behind or one that failed
     feed.start()
     log.info("projector following the log from %d (parent %s)", position, parent)
-    errors: dict[str, str] = {}
     while not stop.is_set():
+        if progress.closed or (parent is not None and os.getppid() != parent):
+            log.warning("serve (pid %s) is gone: the projector stops", parent)
+            return
         notifications = recorder.select_notifications(
             start=position, limit=READ_BATCH, inclusive_of_start=False
         )
@@ -123,14 +142,13 @@ def _follow(
             runtime.vault.refresh()  # keys destroyed by serve since the last batch
             feed.publish([(n.id, mapper.to_domain_event(n)) for n in notifications])
             position = notifications[-1].id
-            progress.send_errors(feed.errors, errors)
+            progress.send_errors(dict(feed.errors))
             continue
-        progress.send_errors(feed.errors, errors)
-        if not _wait_for_wake(POLL_SECONDS):
+        progress.send_errors(dict(feed.errors))
+        if parent is None:
+            stop.wait(poll_seconds)
+        elif not _wait_for_wake(poll_seconds):
             log.info("serve closed the projector's stdin: stopping")
-            return
-        if parent is not None and os.getppid() != parent:
-            log.warning("serve (pid %s) is gone: the projector stops", parent)
             return
 
 
@@ -147,24 +165,26 @@ class ProjectorProcess(SupervisedChild):
     """Keeps ``contact-centre projections follow`` running beside ``serve``: wakes it after
     every commit and advances ``serve``'s feed progress from its reports."""
 
+    piped = True
+
     def __init__(self, runtime: Runtime) -> None:
-        super().__init__(
-            "projector",
-            ["projections", "follow"],
-            runtime.settings.data_dir,
-            piped=True,
-            on_spawn=self._attach,
-        )
+        super().__init__("projector", ["projections", "follow"], runtime.settings.data_dir)
         self.runtime = runtime
         self._wake_fd: int | None = None
+        self._wake_lock = threading.Lock()  # the fd is not closed under a wake-up
         runtime.feed.watchers.append(self.notify)
+        runtime.projector = self
 
-    def _attach(self, child: subprocess.Popen[bytes]) -> None:
+    def spawned(self, child: subprocess.Popen[bytes]) -> None:
         assert child.stdin is not None
         assert child.stdout is not None
         fd = child.stdin.fileno()
         os.set_blocking(fd, False)  # a wake-up never holds up a commit
-        self._wake_fd = fd
+        # a new child starts with no failures: forget those its predecessor reported
+        for consumer in self.runtime.consumers:
+            self.runtime.feed.errors.pop(consumer.name, None)
+        with self._wake_lock:
+            self._wake_fd = fd
         reader = threading.Thread(
             target=_read_reports,
             args=(child.stdout, self.runtime),
@@ -173,33 +193,40 @@ class ProjectorProcess(SupervisedChild):
         )
         reader.start()
 
-    def notify(self) -> None:
-        fd = self._wake_fd
-        if fd is None:
-            return
-        # full pipe: the child has wake-ups waiting already; closed: it is being restarted
-        with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
-            os.write(fd, b"\n")
+    def exited(self, child: subprocess.Popen[bytes]) -> None:
+        with self._wake_lock:
+            self._wake_fd = None
+            if child.stdin is not None:
+                with contextlib.suppress(OSError):
+                    child.stdin.close()
 
-    def stop(self) -> None:
-        self._wake_fd = None
-        super().stop()
+    def notify(self) -> None:
+        with self._wake_lock:
+            fd = self._wake_fd
+            if fd is None:
+                return
+            # full pipe: the child has wake-ups waiting already; closed: it is restarting
+            with contextlib.suppress(OSError):
+                os.write(fd, b"\n")
 
 
 def _read_reports(stream: IO[bytes], runtime: Runtime) -> None:
-    advance: Callable[[str, int], None] = runtime.feed.progress.advance
-    errors = runtime.feed.errors
-    for raw in stream:
-        line = raw.decode(errors="replace").strip()
-        try:
-            if line.startswith("!"):
-                name, error = line[1:].split(" ", 1)
-                if error == "-":
-                    errors.pop(name, None)
+    """Serve's side of the reports, until the child's stdout closes."""
+    progress, errors = runtime.feed.progress, runtime.feed.errors
+    with stream:
+        for raw in stream:
+            line = raw.decode(errors="replace").strip()
+            try:
+                if line.startswith("!"):
+                    name, error = line[1:].split(" ", 1)
+                    if error == "-":
+                        errors.pop(name, None)
+                    else:
+                        errors[name] = error
                 else:
-                    errors[name] = error
-            else:
-                name, position = line.split(" ", 1)
-                advance(name, int(position))
-        except ValueError:
-            log.warning("the projector wrote an unreadable report line (%d bytes)", len(line))
+                    name, position = line.split(" ", 1)
+                    progress.advance(name, int(position))
+            except ValueError:
+                log.warning("the projector wrote an unreadable report line (%d bytes)", len(line))
+            except Exception:  # keep reading: a stalled reader would block the child
+                log.exception("applying a projector report failed")

@@ -186,6 +186,7 @@ class Runtime:
     checkpointer: WalCheckpointer | None = None  # embedded: WAL checkpoints off the write path
     # the read models are applied by the projector process beside serve, not by this feed
     projections_elsewhere: bool = False
+    projector: Any = None  # that process's supervisor (infra.projector_process), once started
     _closers: list[Any] = field(default_factory=list)
     started: bool = False
 

@@ -830,7 +830,10 @@ OPERATIONS: list[Op] = [
                             {"position": INT, "lag": INT, "error": null(STR)}
                         ),
                     },
-                }
+                    "relay": obj({"position": INT, "lag": INT}),
+                    "projector": obj({"running": BOOL, "restarts": INT}),
+                },
+                optional=("relay", "projector"),
             ),
             503: obj({"status": STR, "error": STR}),
         },

@@ -137,6 +137,12 @@ async def ready(request: web.Request) -> web.Response:
             "event_store": {"position": state["latest"]},
             "projections": projections,
             **({"relay": state["relay"]} if "relay" in state else {}),
+            # the process applying the read models beside serve (CC_PROJECTIONS=process)
+            **(
+                {"projector": {"running": rt.projector.running, "restarts": rt.projector.restarts}}
+                if rt.projector is not None
+                else {}
+            ),
         }
     )
 
