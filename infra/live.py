@@ -62,8 +62,9 @@ class Connection:
     tenant_id: UUID
     agent_id: UUID | None  # None: a supervisor's (or admin's) socket
     loop: asyncio.AbstractEventLoop
-    # (the routing feed's position when it was made, message); None: closing
-    queue: asyncio.Queue[tuple[int, dict[str, Any]] | None] = field(
+    # (the routing feed's position when it was made, the loop's time when it was queued,
+    # message); None: closing
+    queue: asyncio.Queue[tuple[int, float, dict[str, Any]] | None] = field(
         default_factory=lambda: asyncio.Queue(maxsize=1000)
     )
     dropped: bool = False
@@ -72,9 +73,10 @@ class Connection:
         self.loop.call_soon_threadsafe(self._put, messages, position)
 
     def _put(self, messages: list[dict[str, Any]], position: int) -> None:
+        now = self.loop.time()
         for message in messages:
             try:
-                self.queue.put_nowait((position, message))
+                self.queue.put_nowait((position, now, message))
             except asyncio.QueueFull:
                 # a client that does not read: close it rather than buffer without end
                 self.dropped = True

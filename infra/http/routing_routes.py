@@ -246,7 +246,8 @@ async def _socket(request: web.Request, principal: Principal, agent: bool) -> we
         rt.live.add(connection)
     reader = asyncio.create_task(_drain(ws))
     wait = rt.settings.projection_wait_ms / 1000
-    getter: asyncio.Task[tuple[int, dict[str, Any]] | None] | None = None
+    shown = 0  # pushes up to this position have been held as long as they may be
+    getter: asyncio.Task[tuple[int, float, dict[str, Any]] | None] | None = None
     try:
         await ws.send_json(hello)
         while not ws.closed:
@@ -258,11 +259,15 @@ async def _socket(request: web.Request, principal: Principal, agent: bool) -> we
             if item is None:  # the client fell too far behind
                 await ws.close(code=1013, message=b"too slow")
                 break
-            position, message = item
-            if rt.projections_elsewhere:
-                # a client reads the conversation it was told of: hold the push (bounded)
-                # until the projector has shown the inbox as much of the log
-                await rt.feed.progress.wait("inbox", position, wait)
+            position, queued, message = item
+            if rt.projections_elsewhere and position > shown:
+                # a client reads the conversation it was told of: hold the push until the
+                # projector has shown the inbox as far, at most CC_PROJECTION_WAIT_MS
+                # from when it was queued (pushes queued together wait together)
+                left = queued + wait - asyncio.get_running_loop().time()
+                if left > 0:
+                    await rt.feed.progress.wait("inbox", position, left)
+                shown = position
             await ws.send_json(message)
     finally:
         rt.live.remove(connection)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -169,13 +171,16 @@ class _LaggingInbox(Progress):
         super().advance("inbox", position)
 
 
-async def test_a_push_waits_until_the_projector_shows_the_inbox_that_far(
-    api: Api, client: TestClient[Any, Any], runtime: Runtime
-) -> None:
-    queue, agent_id, agent_api = await _texts_queue_and_agent(api)
+@contextlib.asynccontextmanager
+async def _offered_behind_a_lagging_inbox(
+    api: Api, client: TestClient[Any, Any], runtime: Runtime, wait_ms: int
+) -> AsyncIterator[tuple[Any, _LaggingInbox, str]]:
+    """An agent's socket, open, with an offer for a new conversation made and queued while
+    the projector's inbox lags: (socket, the lagging progress, conversation id)."""
+    _, agent_id, agent_api = await _texts_queue_and_agent(api)
     assert (await agent_api.post(f"/v1/agents/{agent_id}/login"))[0] == 200
     # from here on the read models are a projector's, and its inbox lags
-    runtime.settings = replace(runtime.settings, projection_wait_ms=20_000)
+    runtime.settings = replace(runtime.settings, projection_wait_ms=wait_ms)
     runtime.projections_elsewhere = True
     lagging = _LaggingInbox()
     runtime.feed.progress = lagging
@@ -184,12 +189,30 @@ async def test_a_push_waits_until_the_projector_shows_the_inbox_that_far(
         customer = {"kind": "phone", "address": unique_phone(), "display_name": "Ann"}
         before = runtime.live.pushed
         ids = await api.receive(channel="sms", body="Where is my parcel?", sender=customer)
-        routing = runtime.routing
-        assert routing is not None
         await until(lambda: runtime.live.pushed > before, "the offer to be queued")
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError):  # held
             async with asyncio.timeout(0.5):
                 await agent_ws.receive_json()
+        yield agent_ws, lagging, ids["conversation_id"]
+
+
+async def test_a_push_waits_until_the_projector_shows_the_inbox_that_far(
+    api: Api, client: TestClient[Any, Any], runtime: Runtime
+) -> None:
+    async with _offered_behind_a_lagging_inbox(api, client, runtime, 20_000) as held:
+        agent_ws, lagging, conversation = held
+        routing = runtime.routing
+        assert routing is not None
         lagging.catch_up(routing.position() or 0)
-        offer = await _until(agent_ws, "offer", conversation_id=ids["conversation_id"])
-        assert offer["queue_id"] == queue["queue_id"]
+        async with asyncio.timeout(5):  # now, not after the 20 s bound
+            offer = await _until(agent_ws, "offer", conversation_id=conversation)
+        assert offer["channel"] == "sms"
+
+
+async def test_a_held_push_goes_out_once_its_wait_runs_out(
+    api: Api, client: TestClient[Any, Any], runtime: Runtime
+) -> None:
+    async with _offered_behind_a_lagging_inbox(api, client, runtime, 1_500) as held:
+        agent_ws, _, conversation = held
+        # the projector never catches up: the push is late, not lost
+        await _until(agent_ws, "offer", conversation_id=conversation)
