@@ -86,7 +86,14 @@ def install_webhooks(runtime: Runtime) -> WebhookServices:
         if runtime.tickers is not None:
             runtime.tickers.wake(WebhookDispatcher.name)
 
-    runtime.writer.listeners.append(wake)
+    def wake_when_applied(name: str, _position: int) -> None:
+        if name == WebhooksProjection.name:  # the projector process applied the outbox
+            wake(None)
+
+    if runtime.projections_elsewhere:
+        runtime.feed.progress.listeners.append(wake_when_applied)
+    else:
+        runtime.writer.listeners.append(wake)
     return WebhookServices(
         policy=policy, dispatcher=dispatcher, requests_due=requests_due, leader=advisory
     )
