@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from eventsourcing.persistence import ApplicationRecorder
@@ -62,6 +62,9 @@ from workflows.base import Policy, Ticker
 from workflows.placement import DefaultPlacement, QueueFinder
 from workflows.privacy import PrivacyService, RetentionTicker
 from workflows.routing import Router, RoutingFeed
+
+if TYPE_CHECKING:
+    from infra.projector_process import ProjectorProcess
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +189,7 @@ class Runtime:
     checkpointer: WalCheckpointer | None = None  # embedded: WAL checkpoints off the write path
     # the read models are applied by the projector process beside serve, not by this feed
     projections_elsewhere: bool = False
-    projector: Any = None  # that process's supervisor (infra.projector_process), once started
+    projector: ProjectorProcess | None = None  # that process's supervisor, once started
     _closers: list[Any] = field(default_factory=list)
     started: bool = False
 
