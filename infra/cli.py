@@ -66,7 +66,7 @@ configuration (environment variables):
   CC_WEBHOOK_DISPATCHER where serve sends webhooks: process (default: a child process,
                         `contact-centre webhooks dispatch`), inline (a thread) or off
   CC_IMPORT_MAX_LINES   lines of one NDJSON contact import (default 100000)
-  CC_PROJECTIONS        where embedded serve applies events to the read models: process
+  CC_PROJECTIONS        where serve applies events to the read models: process
                         (default: a child process, `contact-centre projections follow`)
                         or inline (threads of serve); with Kafka: the workers
 
@@ -133,7 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _start_children(runtime: Runtime) -> list[SupervisedChild]:
     """The processes serve keeps beside it: the read models' projector
-    (CC_PROJECTIONS=process, the embedded default) and the webhook dispatcher
+    (CC_PROJECTIONS=process, the default without Kafka) and the webhook dispatcher
     (CC_WEBHOOK_DISPATCHER=process, the default)."""
     from infra.dispatch_process import DispatcherProcess
     from infra.projector_process import ProjectorProcess
