@@ -1,9 +1,9 @@
-"""The embedded read models, kept up to date by a process of their own.
+"""The read models, kept up to date by a process of their own beside ``serve``.
 
 Applying each write to the eleven read models cost ``serve`` more than half of its CPU
 time under the ingest benchmark (about 0.5 ms of 0.9 ms an interaction, all of it under
-one interpreter lock). With ``CC_PROJECTIONS=process`` (the default of ``serve``
-without Kafka) ``serve`` only records events; ``contact-centre projections follow`` runs beside
+one interpreter lock). With ``CC_PROJECTIONS=process`` (the default of ``serve`` without
+Kafka) ``serve`` only records events; ``contact-centre projections follow`` runs beside
 it, reads the event log and applies it to the read models, with the same projection
 code, tracking positions and transactions as the in-process feed.
 
@@ -16,10 +16,10 @@ The two talk over the child's stdin and stdout:
   starts or stops failing. ``serve`` advances its feed's progress from them, which is
   what read-your-writes waits on (``CC_PROJECTION_WAIT_MS``) and ``/ready`` reports.
 
-The child stops when its stdin closes (``serve`` is gone), on SIGTERM, or when its
-parent changes; ``serve`` starts it again if it exits (:class:`SupervisedChild`).
-Positions are durable in the read-model database, so a restarted child neither skips
-nor repeats an event.
+The child stops when its stdin closes (``serve`` is gone), when its reports cannot be
+written, when its parent changes, or on SIGTERM; ``serve`` starts it again if it exits
+(:class:`SupervisedChild`). Positions commit with the rows, so a restarted child neither
+skips an event nor applies one twice.
 """
 
 from __future__ import annotations
