@@ -499,11 +499,17 @@ class InProcessFeed:
     def consumers(self) -> list[Consumer]:
         return list(self._consumers)
 
-    def start(self) -> None:
+    def start(self, *, when_woken: bool = False) -> None:
+        """One thread per consumer, reading the log from its position at once, or
+        (``when_woken``: whoever publishes keeps them up to date) only once :meth:`publish`
+        wakes it (a consumer far behind, or one that failed) or its poll comes round."""
         self._stop.clear()
         for consumer in self._consumers:
             thread = threading.Thread(
-                target=self._run, args=(consumer,), name=f"feed-{consumer.name}", daemon=True
+                target=self._run,
+                args=(consumer, when_woken),
+                name=f"feed-{consumer.name}",
+                daemon=True,
             )
             self._threads.append(thread)
             thread.start()
@@ -759,9 +765,12 @@ class InProcessFeed:
         )
         return found, found[-1].id if len(found) == self.batch_size else end
 
-    def _run(self, consumer: Consumer) -> None:
+    def _run(self, consumer: Consumer, when_woken: bool = False) -> None:
         wake = self._wake[consumer.name]
         backoff = 0.1
+        if when_woken:
+            wake.wait(self.poll_interval)
+            wake.clear()
         while not self._stop.is_set():
             try:
                 done = self._step(consumer)

@@ -62,9 +62,6 @@ class ReportingProgress(Progress):
 
     def advance(self, consumer: str, position: int) -> None:
         super().advance(consumer, position)
-        self.send_if_new(consumer, position)
-
-    def send_if_new(self, consumer: str, position: int) -> None:
         with self._write:
             if self._sent.get(consumer, -1) >= position:
                 return
@@ -126,10 +123,11 @@ def _follow(
     recorder, mapper = runtime.app.recorder, runtime.app.mapper
     positions = {consumer.name: consumer.position() or 0 for consumer in runtime.consumers}
     for name, stored in positions.items():  # where each stands, before anything moves
-        progress.send_if_new(name, stored)
+        progress.advance(name, stored)
     position = min(positions.values(), default=0)
-    # their own threads take over a read model far behind or one that failed
-    feed.start()
+    # this loop reads the log for all of them; a thread takes over one far behind or
+    # one that failed, when publish() wakes it
+    feed.start(when_woken=True)
     log.info("projector following the log from %d (parent %s)", position, parent)
     while not stop.is_set():
         if progress.closed or (parent is not None and os.getppid() != parent):
@@ -142,9 +140,9 @@ def _follow(
             runtime.vault.refresh()  # keys destroyed by serve since the last batch
             feed.publish([(n.id, mapper.to_domain_event(n)) for n in notifications])
             position = notifications[-1].id
-            progress.send_errors(dict(feed.errors))
-            continue
         progress.send_errors(dict(feed.errors))
+        if notifications:
+            continue
         if parent is None:
             stop.wait(poll_seconds)
         elif not _wait_for_wake(poll_seconds):
@@ -187,7 +185,7 @@ class ProjectorProcess(SupervisedChild):
             self._wake_fd = fd
         reader = threading.Thread(
             target=_read_reports,
-            args=(child.stdout, self.runtime),
+            args=(child.stdout, self.runtime.feed.progress, self.runtime.feed.errors),
             name="projector-reports",
             daemon=True,
         )
@@ -210,9 +208,9 @@ class ProjectorProcess(SupervisedChild):
                 os.write(fd, b"\n")
 
 
-def _read_reports(stream: IO[bytes], runtime: Runtime) -> None:
-    """Serve's side of the reports, until the child's stdout closes."""
-    progress, errors = runtime.feed.progress, runtime.feed.errors
+def _read_reports(stream: IO[bytes], progress: Progress, errors: dict[str, str]) -> None:
+    """Serve's side of the reports, until the child's stdout closes: positions advance
+    ``progress``, failures go into ``errors`` (the feed's, which /ready shows)."""
     with stream:
         for raw in stream:
             line = raw.decode(errors="replace").strip()

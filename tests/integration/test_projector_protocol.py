@@ -92,17 +92,8 @@ def test_a_wake_up_on_stdin_makes_the_child_apply_and_report(settings: Settings)
 def test_serve_reads_positions_and_failures_and_skips_garbage() -> None:
     progress = Progress()
     errors: dict[str, str] = {"timeline": "OldError"}
-
-    class Feed:
-        pass
-
-    class Rt:
-        feed = Feed()
-
-    Rt.feed.progress = progress  # type: ignore[attr-defined]
-    Rt.feed.errors = errors  # type: ignore[attr-defined]
     stream = io.BytesIO(b"inbox 41\ninbox 40\n!crm KeyError\nnot a report\n!timeline -\ncrm x\n")
-    _read_reports(stream, Rt)  # type: ignore[arg-type]
+    _read_reports(stream, progress, errors)
     assert progress.get("inbox") == 41  # never moves back
     assert errors == {"crm": "KeyError"}
     assert stream.closed
