@@ -16,7 +16,7 @@ import random
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -323,6 +323,21 @@ class UnitOfWork:
                 for key in keys:
                     self._overlay[(namespace, key)] = found.get((namespace, key))
 
+    @contextlib.contextmanager
+    def assuming(self, entries: Mapping[tuple[str, str], str | None]) -> Iterator[None]:
+        """Lookups of ``entries`` (by (namespace, key)) answer the given values until the
+        block ends, after which they are looked up as before (a guess to plan with)."""
+        before = {key: self._overlay[key] for key in entries if key in self._overlay}
+        self._overlay.update(entries)
+        try:
+            yield
+        finally:
+            for key in entries:
+                if key in before:
+                    self._overlay[key] = before[key]
+                else:
+                    self._overlay.pop(key, None)
+
     def scan(self, namespace: str, prefix: str) -> dict[str, str]:
         """Index entries whose key begins with ``prefix``, including this unit's changes.
         The store is asked once per prefix in a unit of work."""
@@ -378,6 +393,7 @@ class ContactCentre(
     routing: :mod:`routing`, CRM sync: :mod:`crm_service`, webhooks: :mod:`webhook_service`)."""
 
     name = "contact_centre"
+    TENANTS_SEEN_MAX = 10_000  # tenant entries kept to plan batches with (then cleared)
     # The writer owns the cached aggregates and evicts what a failed unit touched, so the
     # cache can hand out the cached object itself instead of a deep copy.
     # Nor does the cache fast-forward on every read: a stale cached aggregate (another
@@ -408,6 +424,9 @@ class ContactCentre(
         # Called with [(notification id, event), ...] after every successful save, in the
         # saving thread (the embedded feed applies projections from here).
         self.listeners: list[Callable[[Sequence[tuple[int, Any]]], None]] = []
+        # Tenants' index entries as the writer's last batch read them: the guess a batch
+        # plans its keys with (:meth:`_prefetch`), checked in the same query.
+        self._tenants_seen: dict[str, str | None] = {}
         super().__init__(env)
 
     # eventsourcing reads os.environ here by default; configuration is infra's job.
@@ -530,9 +549,37 @@ class ContactCentre(
         return outcomes
 
     def _prefetch(self, uow: UnitOfWork, commands: Sequence[Callable[[UnitOfWork], Any]]) -> None:
-        """One index query per namespace for the whole batch, instead of several per command."""
+        """Look up the keys of the whole batch together, in one query where it can.
+
+        The keys depend on the tenants' index entries (their phone region), so the batch
+        is planned with the entries the last batch found, and the same query reads them
+        again: only when one has changed since (or is new) are the keys planned again and
+        the rest looked up in a second query."""
         tenants = {str(c.tenant_id) for c in commands if isinstance(c, Receive | Upsert)}
-        uow.preload(NS_TENANT, tenants)
+        seen = self._tenants_seen
+        if not tenants or not tenants <= seen.keys():
+            uow.preload(NS_TENANT, tenants)
+            uow.preload_many(self._batch_keys(uow, commands))
+        else:
+            guessed = {(NS_TENANT, t): seen[t] for t in tenants}
+            with uow.assuming(guessed):
+                wanted = self._batch_keys(uow, commands)
+            wanted[NS_TENANT] = tenants
+            uow.preload_many(wanted)
+            if any(uow.lookup(NS_TENANT, t) != seen[t] for t in tenants):
+                for command in commands:
+                    if isinstance(command, Receive):
+                        command.forget_plan()
+                uow.preload_many(self._batch_keys(uow, commands))
+        if len(seen) > self.TENANTS_SEEN_MAX:
+            seen.clear()
+        for tenant in tenants:
+            seen[tenant] = uow.lookup(NS_TENANT, tenant)
+
+    def _batch_keys(
+        self, uow: UnitOfWork, commands: Sequence[Callable[[UnitOfWork], Any]]
+    ) -> dict[str, set[str]]:
+        """The index keys the batch's receives and upserts will read, by namespace."""
         wanted: dict[str, set[str]] = defaultdict(set)
         for command in commands:
             if isinstance(command, Upsert):
@@ -551,15 +598,20 @@ class ContactCentre(
                 wanted[NS_THREAD].add(plan.thread_hash)
                 # read when the sender is new (a contact is registered)
                 wanted[NS_SUPPRESSION].add(self.suppression_key(command.tenant_id, plan.sender))
-        uow.preload_many(wanted)
+        return wanted
 
     # == helpers =======================================================================
     def _tenant_entry(self, uow: UnitOfWork, tenant_id: UUID) -> dict[str, Any]:
+        """The tenant's index entry (status, name, phone region), parsed once per unit of
+        work for each value it has there: callers must not change it."""
         raw = uow.lookup(NS_TENANT, str(tenant_id))
         if raw is None:
             raise NotFoundError(f"tenant {tenant_id} not found")
-        entry = cast(dict[str, Any], json.loads(raw))
-        return entry
+        memo_key = ("tenant entry", raw)
+        entry = uow.memo.get(memo_key)
+        if entry is None:
+            entry = uow.memo[memo_key] = json.loads(raw)
+        return cast(dict[str, Any], entry)
 
     def _require_active_tenant(self, uow: UnitOfWork, tenant_id: UUID) -> dict[str, Any]:
         entry = self._tenant_entry(uow, tenant_id)
@@ -1497,6 +1549,10 @@ class Receive:
     @property
     def tenant_id(self) -> UUID:
         return self.interaction.tenant_id
+
+    def forget_plan(self) -> None:
+        """Plan again when next asked (the tenant entry it was made with was stale)."""
+        self._plan = None
 
     def plan(self, uow: UnitOfWork) -> ReceivePlan:
         # A plan holds keyed hashes, which depend on vault state: a retry (a new unit of

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -204,6 +205,67 @@ def test_a_batch_with_two_messages_from_one_new_sender_creates_one_contact(
     assert outcomes[0].result.contact_id == outcomes[1].result.contact_id
     assert outcomes[0].result.conversation_id == outcomes[1].result.conversation_id
     assert runtime.app.repository.get(outcomes[0].result.conversation_id).message_count == 2
+
+
+def phone_identity(address: str) -> Identity:
+    return Identity(IdentityKind.PHONE, address)
+
+
+def _count_index_queries(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of keys of each write-index query the runtime makes from now on."""
+    index = runtime.app.index
+    real = index.get_in
+    queries: list[int] = []
+
+    def counted(wanted: Any) -> Any:
+        queries.append(sum(len(keys) for keys in wanted.values()))
+        return real(wanted)
+
+    monkeypatch.setattr(index, "get_in", counted)
+    return queries
+
+
+def test_a_batch_for_a_tenant_seen_before_looks_its_keys_up_in_one_query(
+    runtime: Runtime, tenant: UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = runtime.app
+    app.run_batch([Receive(app, sms(tenant, unique_phone())) for _ in range(2)])
+    queries = _count_index_queries(runtime, monkeypatch)
+    batch = [sms(tenant, unique_phone(), f"m{i}") for i in range(5)]
+    outcomes = app.run_batch([Receive(app, i) for i in batch])
+    assert [o.error for o in outcomes] == [None] * 5
+    # the tenant and, for each message, its receipt, identity, thread and suppression
+    assert queries == [1 + 4 * 5]
+
+
+def test_a_batch_plans_again_when_another_process_changed_the_tenant_region(
+    settings: Settings, runtime: Runtime, tenant: UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch plans with the tenant entry the last one read; a changed entry is noticed
+    in the same query, and the numbers are normalised with the region as it is now."""
+    app = runtime.app
+    app.run(lambda uow: app.change_tenant_settings_in(uow, tenant, {"phone_region": "FR"}))
+    app.run_batch([Receive(app, sms(tenant, unique_phone())) for _ in range(2)])
+    other = build(settings)
+    try:
+        other.app.run(
+            lambda uow: other.app.change_tenant_settings_in(uow, tenant, {"phone_region": "NL"})
+        )
+    finally:
+        other.close()
+    queries = _count_index_queries(runtime, monkeypatch)
+    outcomes = app.run_batch(
+        [Receive(app, sms(tenant, "0612345678", "a")), Receive(app, sms(tenant, unique_phone()))]
+    )
+    assert [o.error for o in outcomes] == [None, None]
+    assert len(queries) == 2
+
+    def subject(phone: str) -> list[UUID]:
+        found, _ = app.run(lambda uow: app.resolve_subject(uow, tenant, phone_identity(phone)))
+        return found
+
+    assert subject("+31612345678") == [outcomes[0].result.contact_id]
+    assert subject("+33612345678") == []
 
 
 def test_concurrent_deliveries_from_two_processes_to_one_conversation_lose_nothing(
