@@ -188,13 +188,20 @@ class SQLiteDatabase:
 
     @contextmanager
     def bulk(self) -> Iterator[None]:
+        """Also without secure deletion (where SQLite is built with it on, as Debian's
+        is): a rebuild empties the tables and writes the same rows back from the log, so
+        the pages it frees hold nothing the read model does not hold again. Zeroing them
+        cost a rebuild of 200,000 events 4.6 s of its 25 s."""
         conn = self._conn()
         (before,) = conn.execute("PRAGMA cache_size").fetchone()
+        (secure,) = conn.execute("PRAGMA secure_delete").fetchone()
         conn.execute(f"PRAGMA cache_size=-{self.BULK_CACHE_KIB}")
+        conn.execute("PRAGMA secure_delete=OFF")
         try:
             yield
         finally:
             conn.execute(f"PRAGMA cache_size={int(before)}")
+            conn.execute(f"PRAGMA secure_delete={int(secure)}")
 
     def checkpoint(self) -> WalState:
         """Copy what the write-ahead log holds into the database file, without waiting

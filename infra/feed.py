@@ -239,9 +239,9 @@ class ProjectionConsumer:
         """Empty the rows and forget the positions; ``rebuilding``: also drop the indexes
         only queries read, which :meth:`restore_indexes` makes again after the rebuild."""
         with self.db.transaction(pipeline=not rebuilding) as tx:
-            self.projection.reset(tx)
-            if rebuilding:
+            if rebuilding:  # first: the rows then go without their entries in these
                 self.projection.drop_query_indexes(tx)
+            self.projection.reset(tx)
             self._forget_positions(tx)
         self._written.clear()
 
@@ -666,11 +666,11 @@ class InProcessFeed:
         with contextlib.ExitStack() as stack:
             for consumer in consumers:  # keep the feed's threads and publish() off them
                 stack.enter_context(self._locks.setdefault(consumer.name, threading.Lock()))
+            for db, _ in by_db.values():
+                stack.enter_context(db.bulk())
             for consumer in consumers:
                 consumer.reset(rebuilding=True)
                 self._positions.pop(consumer.name, None)
-            for db, _ in by_db.values():
-                stack.enter_context(db.bulk())
             stack.callback(_restore_indexes, consumers)  # also after a failure
             while True:
                 notifications = self.recorder.select_notifications(

@@ -121,3 +121,26 @@ def test_query_indexes_name_indexes_the_projection_creates(projected: Runtime) -
             if (m := re.match(r"CREATE INDEX IF NOT EXISTS (\w+) ", statement))
         }
         assert set(projection.query_indexes) <= created, projection.name
+
+
+def _secure_delete(rt: Runtime) -> int:
+    with rt.readdb.read() as tx:
+        tx.execute("PRAGMA secure_delete")
+        row = tx.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_rebuild_frees_pages_without_zeroing_them_and_then_zeroes_them_again(
+    projected: Runtime,
+) -> None:
+    """The pages a rebuild frees held rows it writes back from the log: zeroing them
+    costs time and protects nothing. Outside a rebuild, deleted rows are zeroed."""
+    rt = projected
+    with rt.readdb.read() as tx:
+        tx.execute("PRAGMA secure_delete=ON")
+    during: list[int] = []
+    rt.feed.rebuild_together(rt.consumers, lambda position, read: during.append(_secure_delete(rt)))
+    assert during
+    assert set(during) == {0}
+    assert _secure_delete(rt) == 1
