@@ -406,8 +406,11 @@ class Progress:
     def advance(self, consumer: str, position: int) -> None:
         with self._lock:
             self._positions[consumer] = max(position, self._positions.get(consumer, 0))
-            ready = [w for w in self._waiters if w[0] == consumer and w[1] <= position]
-            self._waiters = [w for w in self._waiters if w not in ready]
+            ready: list[tuple[str, int, asyncio.Future[None]]] = []
+            waiting: list[tuple[str, int, asyncio.Future[None]]] = []
+            for w in self._waiters:  # one pass: every open socket may be waiting
+                (ready if w[0] == consumer and w[1] <= position else waiting).append(w)
+            self._waiters = waiting
         for _, _, future in ready:
             # a waiter whose loop has closed (serve stopping) has nobody left to tell
             with contextlib.suppress(RuntimeError):

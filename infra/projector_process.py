@@ -40,7 +40,6 @@ from infra.supervise import SupervisedChild
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.5  # the child reads the log at least this often without a wake-up
 READ_BATCH = 2_000  # notifications read and applied in one transaction, at most
 # A read model far behind or failing is caught up by its own thread, which the feed wakes
 # when it sees one; the thread's own look at the log can be rare.

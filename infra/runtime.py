@@ -241,18 +241,20 @@ class Runtime:
                 log.exception("error while closing")
         self._closers.clear()
 
-    async def projected(self, timeout: float) -> bool:
-        """Wait (bounded) until the read models show every write so far: embedded, the
-        log's head; scaled, every save this process made. False on timeout."""
+    async def projected(self, timeout: float, names: Sequence[str] | None = None) -> bool:
+        """Wait (bounded) until the read models (those ``names``, or all) show every write
+        so far: embedded, the log's head; scaled, every save this process made. False on
+        timeout."""
+        wanted = [c.name for c in self.consumers if names is None or c.name in names]
         if self.settings.uses_kafka:
             from infra.kafka.progress import PartitionProgress
 
             progress = self.feed.progress
             assert isinstance(progress, PartitionProgress)
-            waits = [progress.wait_for_all(c.name, timeout) for c in self.consumers]
+            waits = [progress.wait_for_all(name, timeout) for name in wanted]
         else:
             latest = await asyncio.to_thread(self.app.recorder.max_notification_id) or 0
-            waits = [self.feed.progress.wait(c.name, latest, timeout) for c in self.consumers]
+            waits = [self.feed.progress.wait(name, latest, timeout) for name in wanted]
         return all(await asyncio.gather(*waits))
 
     def settle(self, timeout: float = 60.0) -> None:

@@ -112,7 +112,7 @@ class VisitorSession:
     async def run(self) -> None:
         if self.rt.projections_elsewhere:
             # the visitor may reconnect right after writing: let the inbox show it first
-            await self.rt.projected(self.rt.settings.projection_wait_ms / 1000)
+            await self.rt.projected(self.rt.settings.projection_wait_ms / 1000, ("inbox",))
         found = await asyncio.to_thread(self._running_conversation)
         history: list[dict[str, Any]] = []
         if found is not None:

@@ -129,3 +129,20 @@ def test_a_child_whose_reader_is_gone_stops_writing() -> None:
         progress.advance("inbox", 2)  # no error, nothing written
     finally:
         os.close(write)
+
+
+async def test_serve_can_wait_for_the_read_models_it_needs_and_not_the_others(
+    settings: Settings,
+) -> None:
+    """A webchat reconnect waits for the inbox only, not for the slowest read model."""
+    rt = build(replace(settings, projections="process"))
+    try:
+        tenant, _ = rt.app.register_tenant("Acme")
+        receive_many(rt, tenant, 3)
+        head = rt.app.recorder.max_notification_id() or 0
+        rt.feed.progress.advance("inbox", head)  # as the projector reports it
+        assert await rt.projected(0.2, ("inbox",))
+        assert not await rt.projected(0.2)
+        assert not await rt.projected(0.2, ("inbox", "metrics"))
+    finally:
+        rt.close()
